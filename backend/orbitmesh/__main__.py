@@ -1,0 +1,3 @@
+from orbitmesh.cli import main
+
+raise SystemExit(main())

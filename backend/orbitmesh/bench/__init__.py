@@ -1,0 +1,1 @@
+"""Benchmarks behind ``orbitmesh bench``; scripts in the repository's benchmarks/ call these too."""

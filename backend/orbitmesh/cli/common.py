@@ -1,0 +1,37 @@
+"""Arguments and helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orbitmesh.progress import ProgressEvent, ProgressTracker
+from orbitmesh.settings import DEVICES, DTYPES, Settings, load_settings
+
+
+def add_settings_args(parser: argparse.ArgumentParser) -> None:
+    """--config, --model-dir, --device, --dtype, --output-dir (the top of the settings stack)."""
+    parser.add_argument("--config", help="config TOML (default: $ORBITMESH_CONFIG or the user config dir)")
+    parser.add_argument("--model-dir", help="folder holding downloaded/converted models")
+    parser.add_argument("--device", choices=DEVICES, help="compute device (default auto)")
+    parser.add_argument("--dtype", choices=DTYPES, help="model dtype (default auto)")
+    parser.add_argument("--output-dir", help="where job folders are created")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None), model_dir=getattr(args, "model_dir", None),
+                         device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+                         output_dir=getattr(args, "output_dir", None))
+
+
+def console_progress(quiet: bool = False) -> ProgressTracker:
+    """A tracker that prints one line per stage step to stderr."""
+
+    def show(event: ProgressEvent) -> None:
+        if quiet:
+            return
+        eta = f" eta {event.eta_s:.0f}s" if event.eta_s is not None and event.eta_s >= 1 else ""
+        total = f"/{event.total}" if event.total > 1 else ""
+        print(f"[{event.stage}] {event.step}{total} {event.message}{eta}", file=sys.stderr, flush=True)
+
+    return ProgressTracker(listener=show)

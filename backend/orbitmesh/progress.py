@@ -1,0 +1,69 @@
+"""One progress/cancel callback that flows through every stage.
+
+A stage calls ``progress(stage, step, total, message)``; the callback may raise
+:class:`~orbitmesh.errors.JobCancelled` to stop the job between steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from orbitmesh.errors import JobCancelled
+
+
+class ProgressCallback(Protocol):
+    def __call__(self, stage: str, step: int, total: int, message: str = "") -> None: ...
+
+
+def null_progress(stage: str, step: int, total: int, message: str = "") -> None:
+    """A callback that reports nowhere and never cancels."""
+
+
+@dataclass
+class ProgressEvent:
+    stage: str
+    step: int
+    total: int
+    message: str
+    time: float
+    eta_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "step": self.step, "total": self.total,
+                "message": self.message, "time": self.time, "eta_s": self.eta_s}
+
+
+@dataclass
+class ProgressTracker:
+    """A callback object with a cancel flag, the latest event and a per-stage ETA.
+
+    Thread-safe: a worker calls it, a UI/server thread reads ``latest`` and calls ``cancel()``.
+    """
+
+    listener: Callable[[ProgressEvent], None] | None = None
+    latest: ProgressEvent | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _stage_start: dict = field(default_factory=dict)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def __call__(self, stage: str, step: int, total: int, message: str = "") -> None:
+        now = time.time()
+        start = self._stage_start.setdefault(stage, (now, step))
+        eta = None
+        if total > 0 and step > start[1]:
+            rate = (now - start[0]) / (step - start[1])
+            eta = max(0.0, rate * (total - step))
+        self.latest = ProgressEvent(stage, step, total, message, now, eta)
+        if self.listener is not None:
+            self.listener(self.latest)
+        if self._cancel.is_set():
+            raise JobCancelled()
