@@ -17,7 +17,8 @@ TEXTURE_SIZES = (512, 1024, 2048, 4096)
 class GenerateRequest:
     """What to generate. Exactly one of ``image_path`` / ``prompt`` is the source.
 
-    ``model`` None means the backend's default (the best model available).
+    ``model`` None means the backend's default (the best model available); the same for
+    ``text_to_image_model`` (used only with a prompt).
     ``output`` is an optional extra copy of the GLB outside the job folder.
     """
 
@@ -25,6 +26,7 @@ class GenerateRequest:
     prompt: str | None = None
     mode: str = "fast"
     model: str | None = None
+    text_to_image_model: str | None = None
     seed: int = 42
     mc_resolution: int = 256
     target_faces: int = 20000
