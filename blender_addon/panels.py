@@ -1,0 +1,191 @@
+"""The "OrbitMesh" sidebar tab of the 3D Viewport: source, settings, Generate, progress, jobs.
+
+``draw_main`` / ``draw_jobs`` take any layout so tests can drive them with a recording stub.
+Drawing never does I/O beyond loading thumbnails (the backend status comes from a cached check).
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import jobs as joblist
+from . import preferences as prefs_mod
+
+STATUS_ICONS = {"submitting": "TIME", "queued": "TIME", "running": "PLAY", "done": "CHECKMARK",
+                "failed": "ERROR", "cancelled": "CANCEL"}
+JOBS_SHOWN = 8
+_PREVIEWS: dict[str, object] = {}
+
+
+def thumbnail(path: str):
+    """A preview of the image at ``path`` (None when it cannot be loaded). Its icon_id is 0 in background mode."""
+    coll = _PREVIEWS.get("coll")
+    if coll is None or not path or not os.path.isfile(path):
+        return None
+    try:
+        return coll.get(path) or coll.load(path, path, "IMAGE")
+    except (KeyError, RuntimeError):
+        return None
+
+
+def format_eta(eta_s: float | None) -> str:
+    if eta_s is None or eta_s < 0:
+        return ""
+    if eta_s < 60:
+        return f"ETA {eta_s:.0f} s"
+    return f"ETA {int(eta_s // 60)} min {int(eta_s % 60):02d} s"
+
+
+def progress_text(stage: str, progress: float, eta_s: float | None, message: str = "") -> str:
+    parts = [stage or message or "waiting", f"{progress * 100:.0f}%"]
+    eta = format_eta(eta_s)
+    if eta:
+        parts.append(eta)
+    return " | ".join(parts)
+
+
+def draw_status(layout, context) -> None:
+    st = context.window_manager.orbitmesh_state
+    prefs = prefs_mod.get_prefs(context)
+    box = layout.box()
+    row = box.row(align=True)
+    backend = "Server" if prefs.backend == "SERVER" else "In Blender"
+    row.label(text=backend, icon="CHECKMARK" if st.status_ok else "ERROR")
+    row.operator("orbitmesh.refresh_status", text="", icon="FILE_REFRESH")
+    col = box.column(align=True)
+    col.scale_y = 0.8
+    col.label(text="checking..." if st.checking else st.status_line)
+    if prefs.backend == "SERVER" and not st.status_ok:
+        sub = box.row()
+        sub.enabled = not st.server_starting
+        sub.operator("orbitmesh.start_server", text="Starting..." if st.server_starting else "Start Server",
+                     icon="PLAY")
+
+
+def draw_main(layout, context) -> None:
+    panel = context.scene.orbitmesh
+    st = context.window_manager.orbitmesh_state
+    draw_status(layout, context)
+
+    layout.prop(panel, "source", expand=True)
+    if panel.source == "FILE":
+        layout.prop(panel, "image_path", text="")
+    elif panel.source == "DATABLOCK":
+        layout.prop(panel, "image", text="")
+    else:
+        layout.prop(panel, "prompt", text="")
+
+    modes = set(st.modes.split(",")) if st.modes else {"fast", "quality"}
+    row = layout.row(align=True)
+    for mode in ("fast", "quality"):
+        sub = row.row(align=True)
+        sub.enabled = mode in modes  # greyed out when the backend lacks it
+        sub.prop_enum(panel, "mode", mode)
+    col = layout.column(align=True)
+    col.prop(panel, "model", text="Model", placeholder=st.default_model or "backend default")
+    col.prop(panel, "seed")
+    col.prop(panel, "mc_resolution")
+    col.prop(panel, "target_faces")
+    col.prop(panel, "texture_size")
+    col.prop(panel, "size")
+
+    row = layout.row()
+    row.scale_y = 1.5
+    row.operator("orbitmesh.generate", text="Generate", icon="MESH_MONKEY")
+
+    if st.running:
+        box = layout.box()
+        box.progress(factor=st.progress, type="BAR",
+                     text=progress_text(st.stage, st.progress, st.eta_s, st.message))
+        row = box.row()
+        row.label(text=st.message or st.status)
+        row.operator("orbitmesh.cancel", text="Cancel", icon="CANCEL").job_id = st.job_id
+    if st.error:
+        box = layout.box()
+        box.alert = True
+        box.label(text=st.error, icon="ERROR")
+        if st.error_fix:
+            box.label(text="Fix: " + st.error_fix, icon="INFO")
+
+
+def draw_job(layout, rec: joblist.JobRecord) -> None:
+    box = layout.box()
+    row = box.row()
+    preview = thumbnail(rec.preview_path or rec.image_path)
+    if preview is not None:
+        row.template_icon(icon_value=preview.icon_id, scale=2.5)
+    col = row.column(align=True)
+    col.label(text=rec.name, icon="FILE_IMAGE" if rec.source_kind == "image" else "FONT_DATA")
+    col.label(text=rec.status + (f": {rec.stage}" if rec.stage and not rec.terminal else ""),
+              icon=STATUS_ICONS.get(rec.status, "QUESTION"))
+    if rec.status in ("queued", "running", "submitting"):
+        col.progress(factor=rec.progress, type="BAR", text=progress_text(rec.stage, rec.progress, rec.eta_s))
+    elif rec.error:
+        sub = col.column(align=True)
+        sub.alert = True
+        sub.label(text=str(rec.error.get("message") or ""))
+    row = box.row(align=True)
+    if rec.status == "done":
+        row.operator("orbitmesh.reimport", text="", icon="IMPORT").job_id = rec.id
+    row.operator("orbitmesh.open_folder", text="", icon="FILE_FOLDER").job_id = rec.id
+    row.operator("orbitmesh.regenerate", text="", icon="FILE_REFRESH").job_id = rec.id
+    if rec.terminal:
+        row.operator("orbitmesh.remove_job", text="", icon="TRASH").job_id = rec.id
+    else:
+        row.operator("orbitmesh.cancel", text="", icon="CANCEL").job_id = rec.id
+
+
+def draw_jobs(layout, context) -> None:
+    records = joblist.job_list().records
+    if not records:
+        layout.label(text="No jobs yet", icon="INFO")
+        return
+    for rec in records[:JOBS_SHOWN]:
+        draw_job(layout, rec)
+    if len(records) > JOBS_SHOWN:
+        layout.label(text=f"{len(records) - JOBS_SHOWN} older job(s) not shown")
+    layout.operator("orbitmesh.remove_job", text="Clear Finished", icon="TRASH").job_id = ""
+
+
+class VIEW3D_PT_orbitmesh(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "OrbitMesh"
+    bl_label = "OrbitMesh"
+
+    def draw(self, context):
+        draw_main(self.layout, context)
+
+
+class VIEW3D_PT_orbitmesh_jobs(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "OrbitMesh"
+    bl_label = "Jobs"
+    bl_parent_id = "VIEW3D_PT_orbitmesh"
+
+    def draw(self, context):
+        draw_jobs(self.layout, context)
+
+
+CLASSES = (VIEW3D_PT_orbitmesh, VIEW3D_PT_orbitmesh_jobs)
+
+
+def register() -> None:
+    import bpy.utils.previews
+
+    _PREVIEWS["coll"] = bpy.utils.previews.new()
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    import bpy.utils.previews
+
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
+    coll = _PREVIEWS.pop("coll", None)
+    if coll is not None:
+        bpy.utils.previews.remove(coll)

@@ -1,0 +1,142 @@
+"""Add-on preferences: which backend, where it is, models, device; plus helpers to build a backend."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from . import backends
+from .client import DEFAULT_URL
+
+ADDON_ID = __package__
+BACKENDS = [
+    ("SERVER", "Local server", "Talk to `orbitmesh serve` over HTTP (this machine or a workstation)"),
+    ("INPROCESS", "In Blender", "Run jobs with Blender's Python and the bundled wheels, in a child process "
+                                "so a crash or out-of-memory cannot take Blender down"),
+]
+DEVICES = [("auto", "Auto", "CUDA, then Metal, then CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
+           ("mps", "Metal", "Apple GPU"), ("cpu", "CPU", "Slow for real models")]
+
+
+class OrbitMeshPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    backend: EnumProperty(name="Backend", items=BACKENDS, default="SERVER")
+    server_url: StringProperty(name="Server URL", default=DEFAULT_URL,
+                               description="Address of `orbitmesh serve` (loopback by default)")
+    server_token: StringProperty(name="Token", subtype="PASSWORD",
+                                 description="Bearer token, only if the server was started with one")
+    python_path: StringProperty(name="Python", subtype="FILE_PATH",
+                                description="Python of an environment with orbitmesh installed, used by Start "
+                                            "Server; empty = Blender's Python with the bundled wheels")
+    site_packages: StringProperty(name="Site-packages", subtype="DIR_PATH",
+                                  description="Extra folder with orbitmesh and its dependencies (for Python "
+                                              f"{sys.version_info[0]}.{sys.version_info[1]}) when the add-on has "
+                                              "no bundled wheels")
+    model_dir: StringProperty(name="Model Folder", subtype="DIR_PATH",
+                              description="Shared model folder; empty = OrbitMesh's default")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    output_dir: StringProperty(name="Job Folder", subtype="DIR_PATH",
+                               description="Where job folders go; empty = the add-on's user folder")
+
+    def draw(self, context) -> None:
+        draw_preferences(self.layout, self, context)
+
+
+def draw_preferences(layout, prefs, context) -> None:
+    layout.prop(prefs, "backend", expand=True)
+    col = layout.column()
+    if prefs.backend == "SERVER":
+        col.prop(prefs, "server_url")
+        col.prop(prefs, "server_token")
+        col.prop(prefs, "python_path")
+        row = col.row(align=True)
+        row.operator("orbitmesh.start_server", icon="PLAY")
+        row.operator("orbitmesh.stop_server", icon="PAUSE")
+    col.prop(prefs, "site_packages")
+    bundled = bundled_site_packages()
+    col.label(text=f"Bundled wheels: {bundled}" if bundled else "Bundled wheels: none (client package)",
+              icon="PACKAGE")
+    col.prop(prefs, "model_dir")
+    col.prop(prefs, "device")
+    col.prop(prefs, "output_dir")
+    state = context.window_manager.orbitmesh_state
+    row = layout.row()
+    row.label(text=state.status_line, icon="CHECKMARK" if state.status_ok else "ERROR")
+    row.operator("orbitmesh.refresh_status", text="", icon="FILE_REFRESH")
+
+
+def get_prefs(context=None):
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    if addon is None:
+        raise backends.BackendError("the OrbitMesh add-on is not enabled", fix="enable it in Preferences > Add-ons")
+    return addon.preferences
+
+
+def user_dir() -> Path:
+    """The add-on's writable folder (jobs list, server log, default job folders)."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_ID, create=True))
+    except (ValueError, AttributeError):  # installed as a legacy add-on
+        path = Path(bpy.utils.user_resource("DATAFILES", path="orbitmesh", create=True) or
+                    Path(tempfile.gettempdir()) / "orbitmesh")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def output_root(prefs) -> Path:
+    path = Path(bpy.path.abspath(prefs.output_dir)) if prefs.output_dir else user_dir() / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bundled_site_packages() -> str | None:
+    """Blender's extension site-packages when it holds orbitmesh (the 'full' package's wheels)."""
+    try:
+        base = bpy.utils.user_resource("EXTENSIONS")
+    except Exception:
+        return None
+    path = os.path.join(base, ".local", "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                        "site-packages")
+    return path if os.path.isfile(os.path.join(path, "orbitmesh", "__init__.py")) else None
+
+
+def python_paths(prefs) -> list[str]:
+    paths = []
+    if prefs.site_packages:
+        paths.append(bpy.path.abspath(prefs.site_packages).rstrip("/\\") or prefs.site_packages)
+    bundled = bundled_site_packages()
+    if bundled:
+        paths.append(bundled)
+    return paths
+
+
+def make_backend(prefs):
+    """The backend the preferences select (raises BackendError when misconfigured)."""
+    if prefs.backend == "SERVER":
+        return backends.ServerBackend(prefs.server_url, token=prefs.server_token or None)
+    if prefs.site_packages and not os.path.isdir(bpy.path.abspath(prefs.site_packages)):
+        raise backends.BackendError(f"the site-packages folder {prefs.site_packages} does not exist",
+                                    fix="correct it in the OrbitMesh add-on preferences")
+    return backends.SubprocessBackend(sys.executable, python_paths(prefs),
+                                      model_dir=bpy.path.abspath(prefs.model_dir) if prefs.model_dir else "",
+                                      device=prefs.device)
+
+
+CLASSES = (OrbitMeshPreferences,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
