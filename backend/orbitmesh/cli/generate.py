@@ -1,19 +1,108 @@
-"""``orbitmesh generate IMAGE -o OUT.glb``: image (or prompt) to textured mesh."""
+"""``orbitmesh generate IMAGE -o OUT.glb``: image (or ``--prompt``) to textured mesh (fast mode).
+
+``--progress jsonl`` prints one JSON object per line on stdout (the add-on's subprocess
+protocol): {"event": "progress", "stage", "step", "total", "message", "eta_s"}, then
+{"event": "done", "result": {...}} or {"event": "error", "message", "fix"} or
+{"event": "cancelled"}. SIGTERM cancels the job at its next progress step (the job folder
+is then marked cancelled and no GLB is left).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
+import sys
 
-from orbitmesh.errors import ModelError
+from orbitmesh.cli.common import add_settings_args, console_progress, settings_from_args
+from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
+from orbitmesh.progress import ProgressEvent, ProgressTracker
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("generate", help="image (or prompt) -> textured GLB")
-    parser.add_argument("image", nargs="?", help="input image")
-    parser.add_argument("-o", "--output", help="output .glb path")
+    parser = sub.add_parser("generate", help="image (or prompt) -> textured GLB",
+                            description="Image (or prompt) to a textured GLB. `--model tiny-random` is a plumbing "
+                                        "check (random weights, blobby shapes), not a model.")
+    parser.add_argument("image", nargs="?", help="input image (or use --prompt)")
+    parser.add_argument("--prompt", help="text prompt instead of an image (needs a text-to-image model)")
+    parser.add_argument("-o", "--output", help="also copy the GLB here (.glb)")
+    parser.add_argument("--model", help="LRM: vfusion3d, tiny-random, a hub id, a folder or a weights file "
+                                        "(default: the best model in the model folder)")
+    parser.add_argument("--mode", choices=("fast", "quality"), default="fast")
+    parser.add_argument("--mc-resolution", type=int, default=256, help="density grid resolution (default 256)")
+    parser.add_argument("--target-faces", type=int, default=20000)
+    parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--text-to-image-model", help="text-to-image model for --prompt (hub id or folder)")
+    parser.add_argument("--progress", choices=("text", "jsonl"), default="text",
+                        help="progress on stderr as text, or JSON lines on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no text progress")
+    add_settings_args(parser)
     parser.set_defaults(func=run)
 
 
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _tracker(mode: str, quiet: bool) -> ProgressTracker:
+    if mode == "text":
+        return console_progress(quiet)
+
+    def show(event: ProgressEvent) -> None:
+        _emit({"event": "progress", "stage": event.stage, "step": event.step, "total": event.total,
+               "message": event.message, "eta_s": event.eta_s})
+
+    return ProgressTracker(listener=show)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise ModelError("image-to-3D generation is not available yet: the LRM stage lands with issue 3",
-                     fix="run `orbitmesh demo-mesh -o demo.glb` to exercise the mesh stage meanwhile")
+    jsonl = args.progress == "jsonl"
+    tracker = _tracker(args.progress, args.quiet)
+    try:
+        result = _generate(args, tracker)
+    except JobCancelled:
+        if not jsonl:
+            raise
+        _emit({"event": "cancelled"})
+        return 130
+    except OrbitMeshError as exc:
+        if not jsonl:
+            raise
+        _emit({"event": "error", "message": exc.message, "fix": exc.fix})
+        return 2
+    except KeyboardInterrupt:
+        if not jsonl:
+            raise
+        _emit({"event": "cancelled"})
+        return 130
+    if jsonl:
+        _emit({"event": "done", "result": result.to_dict()})
+    else:
+        mesh = result.stats.get("mesh", {})
+        where = args.output or result.glb_path
+        print(f"wrote {where}: {mesh.get('faces', '?')} faces, model {result.model}, "
+              f"{sum(result.timings.values()):.1f}s (job {result.job_dir})")
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _generate(args: argparse.Namespace, tracker: ProgressTracker):
+    from orbitmesh.pipeline.generate import generate
+    from orbitmesh.pipeline.request import GenerateRequest
+
+    if (args.image is None) == (args.prompt is None):
+        raise InputError("give exactly one of IMAGE or --prompt", fix="orbitmesh generate photo.png -o out.glb")
+    request = GenerateRequest(image_path=args.image, prompt=args.prompt, mode=args.mode, model=args.model,
+                              text_to_image_model=args.text_to_image_model, seed=args.seed,
+                              mc_resolution=args.mc_resolution, target_faces=args.target_faces,
+                              texture_size=args.texture_size, output=args.output)
+    settings = settings_from_args(args)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: tracker.cancel())  # cancel cleanly at the next step
+    try:
+        return generate(request, settings=settings, progress=tracker)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,171 @@
+"""Reconstruction stages: image -> triplane (LRM), triplane -> density grid + colour function.
+
+Orientation. The LRM's world is the reference's: +z up, the input view seen from +x (image
+right = +y). We hand the mesh stage a field in an *output* frame turned -90 degrees about z,
+(x, y, z)_out = (y, -x, z)_lrm, so the input view looks from -y. The mesh stage writes glTF
+Y-up ((x, y, z) -> (x, z, -y)) and Blender's importer turns that back into Z-up, so in
+Blender the object stands upright (+Z) and its input-view side faces -Y: the viewer in
+Blender's front view (numpad 1, looking along +Y) sees the input image, unmirrored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import numpy as np
+
+from orbitmesh.errors import ModelError
+from orbitmesh.pipeline.orchestrator import StageContext
+
+LRM_STAGE = "lrm"
+GRID_STAGE = "grid_query"
+GRID_CHUNK = 2 ** 18  # points per chunk: ~250 MB of plane features on the GPU, fits 8 GB at 512^3
+ADAPTIVE_QUANTILE = 0.9  # random-weight models: the densest 10% of the box is "inside"
+
+
+def lrm_points_from_output(points):
+    """(N, 3) output-frame points -> LRM-frame points: (x, y, z)_lrm = (-y, x, z)_out (torch or numpy)."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    if isinstance(points, np.ndarray):
+        return np.stack([-y, x, z], -1)
+    import torch
+
+    return torch.stack([-y, x, z], -1)
+
+
+def image_to_tensor(image, size: int):
+    """PIL RGB -> (1, 3, size, size) float32 in [0, 1] (bicubic resize only when the model wants another size)."""
+    import torch
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def autocast_context(device: str, dtype):
+    """Mixed precision for the encoder/transformer on GPUs; nothing on CPU or in float32."""
+    import torch
+
+    if device == "cpu" or dtype in (None, torch.float32):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+class LRMStage:
+    """``ctx.state['image']`` (PIL RGB on white) -> ``ctx.state['planes']`` (1, 3, C, H, W) float32 and
+    ``ctx.state['lrm']`` (the model). ``load(notify)`` returns the loaded LRM (float32 weights)."""
+
+    name = LRM_STAGE
+
+    def __init__(self, load: Callable[[Callable[[str], None]], object], *, device: str, compute_dtype=None) -> None:
+        self.load, self.device, self.compute_dtype = load, device, compute_dtype
+
+    def run(self, ctx: StageContext) -> None:
+        import torch
+
+        notes: list[str] = []
+
+        def notify(message: str) -> None:
+            notes.append(message)
+            ctx.progress(LRM_STAGE, 0, 1, message)
+
+        ctx.progress(LRM_STAGE, 0, 1, "loading the reconstruction model")
+        model = self.load(notify)
+        total = 1 + model.config.transformer_layers
+
+        def report(part: str, step: int, n: int) -> None:
+            done = 1 if part == "encoder" else 1 + step
+            ctx.progress(LRM_STAGE, done, total, f"{part} {step}/{n}")
+
+        image = image_to_tensor(ctx.state["image"], model.config.input_size).to(self.device)
+        with torch.no_grad(), autocast_context(self.device, self.compute_dtype):
+            planes = model(image, progress=report)
+        planes = planes.float()
+        if not torch.isfinite(planes).all():
+            raise ModelError("the reconstruction model produced NaN/inf triplanes",
+                             fix="use --dtype float32, or check the model weights")
+        ctx.state.update(lrm=model, planes=planes)
+        ctx.job.update(lrm={"config": model.config.to_dict(), "device": self.device,
+                            "compute_dtype": str(self.compute_dtype), "notes": notes})
+
+
+def density_grid(model, planes, resolution: int, *, chunk_size: int = GRID_CHUNK,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(R, R, R) float32 activated density over the bbox in the output frame (indexing 'ij', x slowest).
+
+    Streams x-slabs of about ``chunk_size`` points through the decoder (float32, no autocast),
+    so GPU memory stays at one chunk whatever R is; ``progress(done, total)`` after each chunk.
+    """
+    import torch
+
+    from orbitmesh.models.lrm.triplane import activate_density
+
+    lo, hi = model.config.bbox_min, model.config.bbox_max
+    r = resolution
+    axis = torch.linspace(lo, hi, r, device=planes.device)
+    yz = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)  # (R*R, 2)
+    slabs = max(1, chunk_size // (r * r))
+    out = np.empty((r, r, r), dtype=np.float32)
+    total = (r + slabs - 1) // slabs
+    with torch.no_grad():
+        for step, i0 in enumerate(range(0, r, slabs), start=1):
+            xs = axis[i0:i0 + slabs]
+            pts = torch.cat([xs.repeat_interleave(r * r)[:, None], yz.repeat(len(xs), 1)], dim=1)
+            raw = model.query_raw(planes, lrm_points_from_output(pts)[None])
+            out[i0:i0 + len(xs)] = activate_density(raw["sigma"]).reshape(len(xs), r, r).cpu().numpy()
+            if progress is not None:
+                progress(step, total)
+    return out
+
+
+def make_color_fn(model, planes, chunk_size: int = GRID_CHUNK) -> Callable[[np.ndarray], np.ndarray]:
+    """color_fn((N, 3) float32 output-frame points) -> (N, 3) float32 in [0, 1], from the triplane."""
+    import torch
+
+    def color_fn(points: np.ndarray) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+        out = np.empty((len(pts), 3), dtype=np.float32)
+        with torch.no_grad():
+            for i in range(0, len(pts), chunk_size):
+                p = torch.from_numpy(pts[i:i + chunk_size]).to(planes.device)
+                rgb = model.query_raw(planes, lrm_points_from_output(p)[None])["rgb"][0]
+                out[i:i + len(p)] = rgb.clamp(0, 1).cpu().numpy()
+        return out
+
+    return color_fn
+
+
+def mesh_threshold(config, density: np.ndarray) -> float:
+    """The model's threshold (1.0 for VFusion3D); random-weight models (None) use a density quantile."""
+    if config.mesh_threshold is not None:
+        return float(config.mesh_threshold)
+    return float(np.quantile(density[::4, ::4, ::4], ADAPTIVE_QUANTILE))
+
+
+class GridQueryStage:
+    """Triplane -> ``ctx.state['density']`` (R, R, R) float32 (output frame), ``ctx.state['color_fn']``,
+    ``ctx.state['threshold']``; progress per chunk (cancellable between chunks)."""
+
+    name = GRID_STAGE
+
+    def __init__(self, resolution: int = 256, chunk_size: int = GRID_CHUNK) -> None:
+        self.resolution, self.chunk_size = resolution, chunk_size
+
+    def run(self, ctx: StageContext) -> None:
+        model, planes = ctx.state["lrm"], ctx.state["planes"]
+        r = self.resolution
+        density = density_grid(model, planes, r, chunk_size=self.chunk_size,
+                               progress=lambda i, n: ctx.progress(GRID_STAGE, i, n, f"{r}^3 grid chunk {i}/{n}"))
+        threshold = mesh_threshold(model.config, density)
+        inside = float((density > threshold).mean())
+        ctx.state.update(density=density, color_fn=make_color_fn(model, planes, self.chunk_size),
+                         threshold=threshold, bbox=(model.config.bbox_min, model.config.bbox_max))
+        ctx.state["grid_stats"] = {"resolution": r, "threshold": threshold, "inside_fraction": inside,
+                                   "density_max": float(density.max())}
+        if inside == 0.0:
+            raise ModelError(f"the reconstruction is empty (no density above {threshold:g})",
+                             fix="check the input image shows one clear object; try another image")
