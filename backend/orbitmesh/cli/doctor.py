@@ -49,6 +49,9 @@ def collect(settings) -> dict:
     info["device"] = device_info(settings.device)
     info["settings"] = settings.to_dict()
     info["model_dir_exists"] = settings.model_dir.is_dir()
+    from orbitmesh.pipeline.text_to_image import default_model_info
+
+    info["text_to_image"] = default_model_info(settings.model_dir)
     if not info["model_dir_exists"]:
         info["missing"].append({"part": "model folder", "for": f"models ({settings.model_dir})",
                                 "fix": "create it, or set model_dir in the config / ORBITMESH_MODEL_DIR"})
@@ -81,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     dev = info["device"]
     print("device:   " + ", ".join(f"{k}={v}" for k, v in dev.items()))
     print("settings: " + ", ".join(f"{k}={v}" for k, v in info["settings"].items()))
+    t2i = info["text_to_image"]
+    print(f"text-to-image default: {t2i['id']} ({t2i['licence']}; "
+          f"{'installed' if t2i['available'] else 'not downloaded'})")
     print("parts:")
     for name, version in info["parts"].items():
         print(f"  {name:<16} {version or 'MISSING'}")

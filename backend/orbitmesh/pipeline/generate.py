@@ -33,12 +33,11 @@ class MeshStage:
     def run(self, ctx: StageContext) -> None:
         from orbitmesh.mesh import field_to_glb
 
-        target = ctx.job.artefact(GLB_NAME)
-        with atomic.atomic_path(target) as tmp:
-            stats = field_to_glb(ctx.state["density"], ctx.state["color_fn"], bbox=ctx.state["bbox"],
-                                 threshold=ctx.state["threshold"], target_faces=self.target_faces,
-                                 texture_size=self.texture_size, out_path=tmp, progress=ctx.progress,
-                                 close_boundary=True)
+        # field_to_glb writes atomically itself (and names the mesh after the file's stem).
+        stats = field_to_glb(ctx.state["density"], ctx.state["color_fn"], bbox=ctx.state["bbox"],
+                             threshold=ctx.state["threshold"], target_faces=self.target_faces,
+                             texture_size=self.texture_size, out_path=ctx.job.artefact(GLB_NAME),
+                             progress=ctx.progress, close_boundary=True)
         ctx.job.add_artefact(GLB_NAME)
         mesh = stats.to_dict() if hasattr(stats, "to_dict") else dict(vars(stats))
         mesh.pop("out_path", None)
