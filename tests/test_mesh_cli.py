@@ -1,0 +1,41 @@
+"""CLI: `orbitmesh demo-mesh` and `orbitmesh bench postprocess`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from test_mesh_export import read_glb, validate
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orbitmesh", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_demo_mesh_writes_a_valid_glb(tmp_path):
+    out = tmp_path / "x.glb"
+    proc = run_cli("demo-mesh", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "faces" in proc.stdout and "texture 1024^2" in proc.stdout
+    assert validate(out)["issues"]["numErrors"] == 0
+    doc, _ = read_glb(out)
+    assert doc["accessors"][doc["meshes"][0]["primitives"][0]["indices"]]["count"] // 3 >= 19000
+
+
+def test_demo_mesh_bad_output_is_a_clear_error(tmp_path):
+    proc = run_cli("demo-mesh", "-o", str(tmp_path / "x.fbx"), "--resolution", "32")
+    assert proc.returncode == 2 and "unsupported output format" in proc.stderr and "fix:" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_postprocess_json():
+    proc = run_cli("bench", "postprocess", "--resolution", "64", "--target-faces", "2000",
+                   "--texture-size", "128", "--paths", "orbitmesh", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {"seconds", "seconds_total", "faces", "uv_coverage", "runs"} <= set(result)
+    assert set(result["seconds"]) == {"extract", "clean", "decimate", "normals", "uv", "bake", "export"}
+    assert abs(result["faces"] - 2000) <= 100 and 0.3 < result["uv_coverage"] < 1.0
+    assert result["seconds_total"] > 0
