@@ -118,13 +118,15 @@ def generate(request: GenerateRequest, *, settings: Settings | None = None,
     _check_output(request.output)
     settings = settings or load_settings()
     progress = progress or null_progress
-    if request.mode != "fast":
-        raise ModelError(f"mode {request.mode!r} is not available yet (it lands with the SV3D quality mode)",
-                         fix="use mode 'fast'")
     device = resolve_device(settings.device)
     compute_dtype = resolve_dtype(settings.dtype, device)
     source = registry.resolve_lrm_source(request.model, settings.model_dir)  # fails before any job folder
-    stages = build_stages(request, settings, device=device, compute_dtype=compute_dtype, source=source)
+    if request.mode == "quality":  # orbit -> reconstruct -> align -> refine -> mesh -> project texture
+        from orbitmesh.pipeline.quality import build_quality_stages
+
+        stages = build_quality_stages(request, settings, device=device, compute_dtype=compute_dtype, source=source)
+    else:
+        stages = build_stages(request, settings, device=device, compute_dtype=compute_dtype, source=source)
 
     name = Path(request.image_path).stem if request.image_path else request.prompt.strip()
     job = JobFolder.create(settings.output_dir, name, settings={
