@@ -5,20 +5,24 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from orbitmesh.errors import InputError
-from orbitmesh.mesh.bake import ColorFn, eval_color_fn, bake_texture, check_color_fn
+from orbitmesh.mesh.bake import ColorFn, bake_texture, check_color_fn, eval_color_fn, rasterize
 from orbitmesh.mesh.clean import clean_mesh, orient_outward, vertex_normals
 from orbitmesh.mesh.decimate import decimate
 from orbitmesh.mesh.export import write_glb, write_obj, write_vertex_color_glb
 from orbitmesh.mesh.extract import extract_surface
 from orbitmesh.mesh.stats import MeshStats
-from orbitmesh.mesh.uv import unwrap_uv
+from orbitmesh.mesh.uv import UVMesh, unwrap_uv
 from orbitmesh.progress import ProgressCallback, null_progress
 
 FORMATS = (".glb", ".obj")
+
+# (uv mesh) -> (S, S, 3) uint8 texture: replaces the per-texel bake (quality mode projects views).
+TextureFn = Callable[[UVMesh], np.ndarray]
 
 
 def _cpu_seconds() -> float:
@@ -46,7 +50,8 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
                  texture_size: int = 1024, out_path, progress: ProgressCallback | None = None,
                  vertex_colors: bool = False, close_boundary: bool = False,
                  min_component_fraction: float = 0.01, extract_stride: int | None = None,
-                 uv_options: dict | None = None) -> MeshStats:
+                 uv_options: dict | None = None, texture_fn: TextureFn | None = None,
+                 name: str | None = None) -> MeshStats:
     """Mesh a density field and write it as a textured glTF 2.0 binary (or OBJ + MTL + PNG).
 
     density: (R, R, R) float array over ``bbox`` (indexing 'ij', samples on the box corners);
@@ -64,9 +69,14 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
     total, name)`` is called before each step and may raise JobCancelled; any error leaves
     nothing at ``out_path``. ``extract_stride`` (1 = full-resolution marching cubes) and
     ``uv_options`` (keywords of :func:`unwrap_uv`) override the speed choices.
+    ``texture_fn(uv_mesh)`` (UV mesh in the field's world) -> (S, S, 3) uint8 replaces the
+    bake (``color_fn`` is then unused). ``name`` names the mesh inside the file (default:
+    the output file's stem).
     """
     path = _check_options(target_faces, texture_size, out_path)
-    check_color_fn(color_fn)
+    mesh_name = name or path.stem
+    if texture_fn is None:
+        check_color_fn(color_fn)
     progress = progress or null_progress
     steps = ["extract", "clean", "decimate", "normals"] + ([] if vertex_colors else ["uv", "bake"]) + ["export"]
     stats = MeshStats(texture_size=0 if vertex_colors else int(texture_size), out_path=str(path))
@@ -102,7 +112,7 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
     if vertex_colors:
         step("export")
         colors = eval_color_fn(color_fn, v, 262_144)
-        write_vertex_color_glb(path, v, f, normals, colors, name=path.stem)
+        write_vertex_color_glb(path, v, f, normals, colors, name=mesh_name)
         stats.faces, stats.vertices = len(f), len(v)
     else:
         step("uv")
@@ -110,15 +120,22 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
         stats.charts = uvm.charts
 
         step("bake")
-        texture, raster = bake_texture(uvm.vertices, uvm.faces, uvm.uvs, color_fn, texture_size)
-        stats.uv_coverage = raster.coverage
+        if texture_fn is None:
+            texture, raster = bake_texture(uvm.vertices, uvm.faces, uvm.uvs, color_fn, texture_size)
+            stats.uv_coverage = raster.coverage
+        else:
+            texture = np.asarray(texture_fn(uvm))
+            if texture.shape != (texture_size, texture_size, 3) or texture.dtype != np.uint8:
+                raise ValueError(f"texture_fn returned {texture.dtype} {texture.shape}, "
+                                 f"expected uint8 ({texture_size}, {texture_size}, 3)")
+            stats.uv_coverage = rasterize(uvm.uvs, uvm.faces, texture_size).coverage
 
         step("export")
         n = normals[uvm.vmap]
         if path.suffix.lower() == ".obj":
-            write_obj(path, uvm.vertices, uvm.faces, n, uvm.uvs, texture, name=path.stem)
+            write_obj(path, uvm.vertices, uvm.faces, n, uvm.uvs, texture, name=mesh_name)
         else:
-            write_glb(path, uvm.vertices, uvm.faces, n, uvm.uvs, texture, name=path.stem)
+            write_glb(path, uvm.vertices, uvm.faces, n, uvm.uvs, texture, name=mesh_name)
         stats.faces, stats.vertices = len(uvm.faces), len(uvm.vertices)
     step(None)
     return stats

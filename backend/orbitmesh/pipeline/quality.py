@@ -15,13 +15,11 @@ before and after refinement, over the frames they are compared with), ``texture.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from PIL import Image
 
-from orbitmesh import atomic
 from orbitmesh.errors import ModelError
 from orbitmesh.pipeline.orchestrator import StageContext
 from orbitmesh.quality.align import AlignConfig
@@ -194,53 +192,35 @@ class QualityMeshStage:
         self.target_faces, self.texture_size, self.config, self.device = target_faces, texture_size, config, device
 
     def run(self, ctx: StageContext) -> None:
-        from orbitmesh.mesh import (clean_mesh, decimate, extract_surface, orient_outward, unwrap_uv, vertex_normals,
-                                    write_glb)
+        from orbitmesh.mesh import field_to_glb
         from orbitmesh.pipeline.reconstruct import lrm_points_from_output
         from orbitmesh.quality.project import project_texture
 
-        steps = ["extract", "clean", "decimate", "uv", "project", "export"]
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-
-        def step(name: str) -> None:
-            nonlocal t
-            now = time.perf_counter()
-            if timings or name != steps[0]:
-                timings[steps[steps.index(name) - 1]] = round(now - t, 4)
-            t = now
-            ctx.progress(self.name, steps.index(name), len(steps), name)
-
         s = ctx.state
-        step("extract")
-        ex = extract_surface(s["density"], s["threshold"], bbox=s["bbox"], target_faces=self.target_faces,
-                             close_boundary=True)
-        step("clean")
-        v, f, _ = clean_mesh(ex.vertices, ex.faces)
-        step("decimate")
-        v, f = decimate(v, f, self.target_faces)
-        v, f, _ = clean_mesh(v, f, min_component_fraction=0.0)
-        f = orient_outward(v, f)
-        normals = vertex_normals(v, f)
-        step("uv")
-        uvm = unwrap_uv(v, f, texture_size=self.texture_size)
-        step("project")
         color_fn = s["color_fn"]  # output-frame points
-        res = project_texture(lrm_points_from_output(uvm.vertices).astype(np.float32), uvm.faces, uvm.uvs,
-                              s["quality_views"], self.texture_size, config=self.config.project,
-                              fill_fn=lambda p: color_fn(output_points_from_lrm(p).astype(np.float32)),
-                              progress=ctx.progress, device=self.device)
-        s.setdefault("warnings", []).extend(w for w in res.warnings if w not in s["warnings"])
-        step("export")
-        ctx.job.save_image("texture.png", Image.fromarray(res.texture, "RGB"))
-        target = ctx.job.artefact(GLB_NAME)
-        with atomic.atomic_path(target) as tmp:
-            write_glb(tmp, uvm.vertices, uvm.faces, normals[uvm.vmap], uvm.uvs, res.texture, name=ctx.job.path.name)
+        projected = {}
+
+        def texture_from_views(uvm) -> np.ndarray:
+            res = project_texture(lrm_points_from_output(uvm.vertices).astype(np.float32), uvm.faces, uvm.uvs,
+                                  s["quality_views"], self.texture_size, config=self.config.project,
+                                  fill_fn=lambda p: color_fn(output_points_from_lrm(p).astype(np.float32)),
+                                  progress=ctx.progress, device=self.device)
+            projected["result"] = res
+            return res.texture
+
+        # The shared mesh stage (extract, clean, decimate, normals, UVs, atomic GLB) with the bake
+        # replaced by the projection of the orbit views.
+        stats = field_to_glb(s["density"], color_fn, bbox=s["bbox"], threshold=s["threshold"],
+                             target_faces=self.target_faces, texture_size=self.texture_size,
+                             out_path=ctx.job.artefact(GLB_NAME), progress=ctx.progress, close_boundary=True,
+                             texture_fn=texture_from_views, name=ctx.job.path.name)
         ctx.job.add_artefact(GLB_NAME)
-        timings["export"] = round(time.perf_counter() - t, 4)
-        s["mesh_stats"] = {"faces": int(len(uvm.faces)), "vertices": int(len(uvm.vertices)), "charts": uvm.charts,
-                           "texture_size": self.texture_size, "texels_seen_fraction": round(res.seen_fraction, 4),
-                           "views_used": res.views_used, "views_skipped": res.views_skipped, "timings": timings}
+        res = projected["result"]
+        ctx.job.save_image("texture.png", Image.fromarray(res.texture, "RGB"))
+        s.setdefault("warnings", []).extend(w for w in res.warnings + stats.warnings if w not in s["warnings"])
+        s["mesh_stats"] = {**stats.to_dict(), "texels_seen_fraction": round(res.seen_fraction, 4),
+                           "views_used": res.views_used, "views_skipped": res.views_skipped}
+        s["mesh_stats"].pop("out_path", None)
 
 
 def check_sv3d_available(model: str, model_dir) -> None:
