@@ -1,0 +1,416 @@
+"""The server's job queue: FIFO, one worker thread (one GPU), jobs independent of clients.
+
+Every job is a folder under the jobs root (``JobFolder``: ``<root>/<id>/job.json`` is the
+server's record of it, plus the uploaded image). The worker runs the pipeline with
+``output_dir=<root>/<id>/run`` so the pipeline's own job folder (GLB, preprocessed image,
+its ``job.json`` with timings) sits inside. A request thread only enqueues and reads;
+the worker never depends on a connection, so a client that disconnects loses nothing.
+
+Changes bump a per-job version under one condition variable; the SSE handler waits on it.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import importlib.util
+import logging
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
+from orbitmesh.jobs import JOB_FILE, JobFolder
+from orbitmesh.pipeline.request import GenerateRequest, GenerateResult
+from orbitmesh.progress import ProgressEvent, ProgressTracker
+from orbitmesh.server.api_errors import ApiError, bad_request
+from orbitmesh.settings import Settings
+
+log = logging.getLogger("orbitmesh.server")
+
+TERMINAL = ("done", "failed", "cancelled")
+# Settings a client may send (GenerateRequest fields minus the source and local output path).
+CLIENT_SETTINGS = ("mode", "model", "text_to_image_model", "seed", "mc_resolution", "target_faces", "texture_size")
+RUN_DIR = "run"
+# Relative cost of the pipeline's stages for the overall 0..1 progress estimate
+# (unknown stages weigh 1); a guess from CPU/GPU runs, only used for a progress bar.
+STAGE_WEIGHTS = {"text_to_image": 4.0, "preprocess": 1.0, "orbit": 12.0, "reconstruct": 2.0, "lrm": 2.0,
+                 "grid_query": 3.0, "query": 3.0, "mesh": 4.0, "postprocess": 4.0, "export": 0.2}
+# Keys of the record that make up the API's job object (plus "files").
+API_KEYS = ("id", "name", "status", "stage", "step", "total", "message", "eta_s", "progress", "error",
+            "settings", "created", "started", "finished", "result")
+
+Runner = Callable[[GenerateRequest, Settings, ProgressTracker], GenerateResult]
+
+
+def run_generate(request: GenerateRequest, settings: Settings, tracker: ProgressTracker) -> GenerateResult:
+    """The real pipeline (imported when the first job runs: torch stays out of startup)."""
+    from orbitmesh.pipeline.generate import generate
+
+    return generate(request, settings=settings, progress=tracker)
+
+
+def preload_native_libraries() -> None:
+    """Import the pipeline's native libraries from the calling thread (the main thread).
+
+    pymeshlab loads Qt, which adopts the thread that imports it; imported first inside the
+    worker thread (after torch), glibc aborts the process at exit ("corrupted double-linked
+    list" while torch's oneDNN cache is freed). Importing both here, before the worker
+    starts, avoids it, and the first job does not pay torch's import time.
+    """
+    for name in ("torch", "pymeshlab"):
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+
+
+def build_request(values: dict[str, Any], *, prompt: str | None = None,
+                  default_model: str | None = None) -> GenerateRequest:
+    """Client settings -> a validated GenerateRequest (source filled in later); 400 on anything wrong."""
+    unknown = sorted(set(values) - set(CLIENT_SETTINGS))
+    if unknown:
+        raise bad_request(f"unknown settings {unknown}", fix=f"allowed settings are {list(CLIENT_SETTINGS)}",
+                          code="invalid_settings")
+    for key in ("model", "text_to_image_model"):
+        value = values.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 512):
+            raise bad_request(f"{key} must be a model name (text), got {value!r}",
+                              fix=f"omit {key} for the server's default, or name a model from GET /health",
+                              code="invalid_settings")
+    values = dict(values)
+    if values.get("model") is None and default_model:
+        values["model"] = default_model
+    try:
+        req = GenerateRequest.from_dict(values)
+        req.prompt = prompt if prompt is not None else "(uploaded image)"  # validate the numbers now
+        req.validate()
+    except InputError as exc:
+        raise bad_request(exc.message, fix=exc.fix, code="invalid_settings") from None
+    except TypeError as exc:
+        raise bad_request(f"bad settings: {exc}", code="invalid_settings") from None
+    req.prompt = prompt
+    return req
+
+
+@dataclass
+class ServerJob:
+    folder: JobFolder
+    request: GenerateRequest | None = None
+    tracker: ProgressTracker = field(default_factory=ProgressTracker)
+    version: int = 0
+    stages: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.folder.id
+
+    @property
+    def status(self) -> str:
+        return self.folder.record["status"]
+
+
+class JobManager:
+    """Owns every job; one worker thread runs them in submission order."""
+
+    def __init__(self, root: str | Path, settings: Settings, *, default_model: str | None = None,
+                 runner: Runner = run_generate) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = RootLock(self.root)  # one server per jobs folder: it owns the queued/running records
+        if runner is run_generate and threading.current_thread() is threading.main_thread():
+            preload_native_libraries()
+        self.settings = settings
+        self.default_model = default_model
+        self.runner = runner
+        self._jobs: dict[str, ServerJob] = {}
+        self._queue: collections.deque[ServerJob] = collections.deque()
+        self._running: ServerJob | None = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._load_existing()
+        self._worker = threading.Thread(target=self._work, name="orbitmesh-gpu-worker", daemon=True)
+        self._worker.start()
+
+    # ----- submission and queries (request threads) -------------------------------------
+
+    def submit(self, request: GenerateRequest, *, name: str, upload: bytes | None = None,
+               upload_ext: str = "png") -> ServerJob:
+        """Create the job folder (and save the upload under a safe name), then enqueue it."""
+        settings = {k: getattr(request, k) for k in CLIENT_SETTINGS}
+        if request.prompt is not None:
+            settings["prompt"] = request.prompt
+        folder = JobFolder.create(self.root, name, settings=settings)
+        if upload is not None:
+            upload_name = f"upload.{upload_ext}"
+            request.image_path = str(folder.write_bytes(upload_name, upload))
+            folder.record["input"] = upload_name
+        job = ServerJob(folder, request)
+        with self._cond:
+            # "created" is the moment the job joins the queue, so its order is the FIFO order.
+            folder.update(server=True, created=time.time(), stage=None, step=0, total=0, message="queued",
+                          eta_s=None, progress=0.0, started=None, finished=None, result=None)
+            self._jobs[job.id] = job
+            self._queue.append(job)
+            self._touch(job)
+        return job
+
+    def check_model(self, request: GenerateRequest) -> None:
+        """Resolve the request's model now (cheap, no loading) so a bad name is a 400, not a failed job."""
+        from orbitmesh.errors import ModelError
+        from orbitmesh.models.registry import resolve_lrm_source
+
+        try:
+            resolve_lrm_source(request.model, self.settings.model_dir)
+        except ModelError as exc:
+            raise bad_request(exc.message, fix=exc.fix, code="model_unavailable") from None
+
+    def get(self, job_id: str) -> ServerJob:
+        with self._cond:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}", fix="list the jobs with GET /jobs")
+        return job
+
+    def list(self) -> list[ServerJob]:
+        with self._cond:
+            jobs = list(self._jobs.values())
+        return sorted(jobs, key=lambda j: (j.folder.record.get("created") or 0, j.id), reverse=True)
+
+    @property
+    def queue_length(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._running is not None
+
+    def snapshot(self, job: ServerJob) -> tuple[int, dict]:
+        """(version, API job object) taken consistently under the lock."""
+        with self._cond:
+            rec = job.folder.record
+            out = {k: rec.get(k) for k in API_KEYS}
+            out["error"] = _api_error(rec.get("error"))
+            out["cancel_requested"] = job.tracker.cancelled and rec["status"] == "running"
+            version = job.version
+        out["files"] = list(self.files(job))
+        return version, out
+
+    def wait_change(self, job: ServerJob, seen: int, timeout: float) -> bool:
+        """Block until the job's version differs from ``seen`` (True) or ``timeout`` passes (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: job.version != seen or self._stopping, timeout=timeout)
+
+    def cancel(self, job_id: str) -> ServerJob:
+        """A queued job is cancelled now; a running one at its next progress step; 409 if finished."""
+        job = self.get(job_id)
+        with self._cond:
+            if job.status in TERMINAL:
+                raise ApiError(409, "already_finished", f"job {job_id} is already {job.status}",
+                               fix="only queued or running jobs can be cancelled")
+            job.tracker.cancel()
+            if job.status == "queued":
+                self._queue.remove(job)
+                self._finish(job, "cancelled", error={"message": "cancelled by the user", "fix": None})
+            else:
+                job.folder.record["message"] = "cancelling"
+                self._touch(job)
+        return job
+
+    def files(self, job: ServerJob) -> dict[str, Path]:
+        """{name: path} of the job's own files: the pipeline's artefacts, then the upload."""
+        out: dict[str, Path] = {}
+        run = self._run_folder(job)
+        for folder, record in ((run, None), (job.folder.path, job.folder.record)):
+            if folder is None:
+                continue
+            try:
+                names = (record if record is not None else JobFolder.open(folder).record).get("artefacts") or []
+            except (OSError, ValueError):
+                continue
+            for name in list(names):
+                path = folder / name
+                if (isinstance(name, str) and name != JOB_FILE and "/" not in name and "\\" not in name
+                        and not name.startswith(".") and name not in out
+                        and path.is_file() and not path.is_symlink()):
+                    out[name] = path
+        return out
+
+    # ----- the worker -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._stopping)
+                if self._stopping:
+                    return
+                job = self._queue.popleft()
+                self._running = job
+                job.folder.update(status="running", started=time.time(), message="starting")
+                self._touch(job)
+            try:
+                self._run(job)
+            finally:
+                with self._cond:
+                    self._running = None
+                    self._cond.notify_all()
+
+    def _run(self, job: ServerJob) -> None:
+        job.tracker.listener = lambda event: self._on_progress(job, event)
+        settings = self.settings.override(output_dir=job.folder.path / RUN_DIR)
+        try:
+            result = self.runner(job.request, settings, job.tracker)
+        except JobCancelled:
+            self._finish(job, "cancelled", error={"message": "cancelled by the user", "fix": None})
+        except OrbitMeshError as exc:
+            self._finish(job, "failed", error={"message": exc.message, "fix": exc.fix})
+        except Exception as exc:  # a bug: keep serving, keep the traceback for the report
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            self._finish(job, "failed", error={
+                "message": f"internal error: {type(exc).__name__}: {exc}",
+                "fix": "this is a bug: please report it with the job folder's job.json",
+                "traceback": traceback.format_exc(limit=20)})
+        else:
+            self._finish(job, "done", result=_public_result(result))
+
+    def _on_progress(self, job: ServerJob, event: ProgressEvent) -> None:
+        with self._cond:
+            rec = job.folder.record
+            if event.stage not in job.stages:
+                job.stages = self._stage_list(job, event.stage)
+            rec.update(stage=event.stage, step=event.step, total=event.total, message=event.message,
+                       eta_s=None if event.eta_s is None else round(event.eta_s, 2))
+            rec["progress"] = max(rec.get("progress") or 0.0, _overall(job.stages, event))
+            self._touch(job)
+
+    def _stage_list(self, job: ServerJob, stage: str) -> list[str]:
+        """The pipeline's stage names (its job.json lists them at start), else the ones seen."""
+        run = self._run_folder(job)
+        try:
+            stages = list(JobFolder.open(run).record.get("stages") or []) if run else []
+        except (OSError, ValueError):
+            stages = []
+        if stage not in stages:
+            stages = job.stages + [stage]
+        return stages
+
+    def _finish(self, job: ServerJob, status: str, *, error: dict | None = None, result: dict | None = None) -> None:
+        with self._cond:
+            rec = job.folder.record
+            progress = 1.0 if status == "done" else rec.get("progress")
+            message = {"done": "done", "cancelled": "cancelled", "failed": "failed"}[status]
+            stage = None if status == "done" else rec.get("stage")  # failed/cancelled: where it stopped
+            job.folder.update(status=status, error=error, result=result, finished=time.time(), eta_s=None,
+                              progress=progress, message=message, stage=stage)
+            self._touch(job)
+
+    def _touch(self, job: ServerJob) -> None:
+        job.version += 1
+        self._cond.notify_all()
+
+    def _run_folder(self, job: ServerJob) -> Path | None:
+        """The pipeline's job folder: inside ``run/`` for server jobs, the folder itself otherwise."""
+        if not job.folder.record.get("server"):
+            return None  # a folder written by `orbitmesh generate`: its own artefacts are listed
+        run = job.folder.path / RUN_DIR
+        if not run.is_dir():
+            return None
+        found = sorted(p for p in run.iterdir() if (p / JOB_FILE).is_file())
+        return found[0] if found else None
+
+    # ----- startup and shutdown ---------------------------------------------------------
+
+    def _load_existing(self) -> None:
+        """List job folders already in the root; server jobs cut off by a stop are marked failed."""
+        for path in sorted(self.root.iterdir()):
+            if not (path / JOB_FILE).is_file():
+                continue
+            try:
+                folder = JobFolder.open(path)
+                if folder.record.get("id") != path.name or folder.status not in (*TERMINAL, "queued", "running"):
+                    continue
+            except (OSError, ValueError, KeyError):
+                log.warning("skipping unreadable job folder %s", path)
+                continue
+            if folder.record.get("server") and folder.status not in TERMINAL:
+                folder.update(status="failed", finished=folder.record.get("finished") or time.time(),
+                              message="failed", error={"message": "server stopped before the job finished",
+                                                       "fix": "submit the job again"})
+            self._jobs[folder.id] = ServerJob(folder)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop: cancel the running job, mark queued ones failed, wait for the worker."""
+        with self._cond:
+            self._stopping = True
+            queued = list(self._queue)
+            self._queue.clear()
+            if self._running is not None:
+                self._running.tracker.cancel()
+            self._cond.notify_all()
+        for job in queued:
+            self._finish(job, "failed", error={"message": "server stopped before the job started",
+                                               "fix": "submit the job again"})
+        self._worker.join(timeout)
+        self._lock.release()
+
+
+class RootLock:
+    """An exclusive, process-lifetime lock on ``<root>/.serve.lock`` (released by the OS on exit)."""
+
+    def __init__(self, root: Path) -> None:
+        self._fh = open(root / ".serve.lock", "a+b")
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                self._fh.seek(0)
+                msvcrt.locking(self._fh.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            raise InputError(f"another orbitmesh serve is using the jobs folder {root}",
+                             fix="stop that server, or give this one another --output-dir") from None
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()  # closing the file drops the lock
+
+
+def _api_error(error: Any) -> dict | None:
+    """The contract's error object: {message, fix} (the traceback stays in job.json)."""
+    if not error:
+        return None
+    if isinstance(error, dict):
+        return {"message": error.get("message") or str(error), "fix": error.get("fix")}
+    return {"message": str(error), "fix": None}
+
+
+def _public_result(result: GenerateResult) -> dict:
+    """GenerateResult.to_dict() without absolute paths: file names instead."""
+    data = result.to_dict()
+    data.pop("job_dir", None)
+    data["glb"] = Path(data.pop("glb_path")).name
+    req = dict(data.get("request") or {})
+    for key in ("image_path", "output"):
+        if req.get(key):
+            req[key] = Path(req[key]).name
+    data["request"] = req
+    return data
+
+
+def _overall(stages: list[str], event: ProgressEvent) -> float:
+    """0..1 over all stages, each weighted by :data:`STAGE_WEIGHTS`."""
+    if event.stage not in stages:
+        return 0.0
+    weights = [STAGE_WEIGHTS.get(s, 1.0) for s in stages]
+    index = stages.index(event.stage)
+    frac = min(max(event.step / event.total, 0.0), 1.0) if event.total > 0 else 0.0
+    done = sum(weights[:index]) + weights[index] * frac
+    return round(min(done / sum(weights), 0.999), 4)
