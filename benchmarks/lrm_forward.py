@@ -1,8 +1,10 @@
 """Full-size VFusion3D LRM forward with random weights; prints a table (same as `orbitmesh bench lrm`).
 
-    python benchmarks/lrm_forward.py                      # encoder, transformer, 256^3 grid, 512^3 extrapolated
-    python benchmarks/lrm_forward.py --grid512 full       # time the whole 512^3 grid (minutes on a CPU)
-    python benchmarks/lrm_forward.py --device cuda --grid 256 512 --grid512 skip
+    python benchmarks/lrm_forward.py                          # encoder, transformer, grids 256^3 + 512^3 (band),
+                                                              # brute-force baseline extrapolated, analytic-object band
+    python benchmarks/lrm_forward.py --dense                  # also the factorised full grid
+    python benchmarks/lrm_forward.py --grid 256 --baseline full   # run the brute-force grid in full (minutes on a CPU)
+    python benchmarks/lrm_forward.py --device cuda --dense
 """
 
 from __future__ import annotations

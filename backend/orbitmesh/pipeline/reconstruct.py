@@ -11,11 +11,12 @@ Blender's front view (numpad 1, looking along +Y) sees the input image, unmirror
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable
 
 import numpy as np
 
-from orbitmesh.errors import ModelError
+from orbitmesh.errors import InputError, ModelError
 from orbitmesh.pipeline.orchestrator import StageContext
 
 LRM_STAGE = "lrm"
@@ -93,33 +94,70 @@ class LRMStage:
                             "compute_dtype": str(self.compute_dtype), "notes": notes})
 
 
-def density_grid(model, planes, resolution: int, *, chunk_size: int = GRID_CHUNK,
-                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """(R, R, R) float32 activated density over the bbox in the output frame (indexing 'ij', x slowest).
+GRID_METHODS = ("band", "dense", "points")
+GRID_METHOD_ENV = "ORBITMESH_GRID_METHOD"  # forces a method everywhere (debugging): band, dense or points
+BAND_BLOCK = 4  # fine cells per lattice block: lattice samples = density[::4, ::4, ::4], as the adaptive threshold
+BAND_DILATE = 0  # extra blocks around the band (the value margin in band_grid is the safety)
 
-    Streams x-slabs of about ``chunk_size`` points through the decoder (float32, no autocast),
-    so GPU memory stays at one chunk whatever R is; ``progress(done, total)`` after each chunk.
+
+def output_grid_density(model, planes, resolution: int, chunk_size: int = GRID_CHUNK):
+    """density_at(i, j, k): (M,) int64 output-frame grid indices -> (M,) float32 activated density,
+    through the per-plane factorised decoder (:class:`orbitmesh.models.lrm.grid.GridTables`)."""
+    import torch
+
+    axis = torch.linspace(model.config.bbox_min, model.config.bbox_max, resolution, device=planes.device)
+    # (x, y, z)_lrm = (-y, x, z)_out (lrm_points_from_output): LRM x runs along output j, y along i.
+    tables = model.grid_tables(planes, (-axis, axis, axis), chunk_size)
+    return lambda i, j, k: tables.density(j, i, k)
+
+
+def density_grid(model, planes, resolution: int, *, chunk_size: int = GRID_CHUNK,
+                 progress: Callable[[int, int], None] | None = None, method: str = "dense") -> np.ndarray:
+    """(R, R, R) float32 activated density over the bbox in the output frame (indexing 'ij', x slowest),
+    every point evaluated.
+
+    ``method="dense"``: the factorised decoder; ``"points"``: the reference per-point query (grid_sample
+    + full MLP), the brute-force baseline. Streams x-slabs of about ``chunk_size`` points, so memory
+    stays at one chunk whatever R is; ``progress(done, total)`` after each chunk.
     """
     import torch
 
     from orbitmesh.models.lrm.triplane import activate_density
 
+    if method not in ("dense", "points"):
+        raise ValueError(f"density_grid method must be 'dense' or 'points', got {method!r}")
     lo, hi = model.config.bbox_min, model.config.bbox_max
     r = resolution
     axis = torch.linspace(lo, hi, r, device=planes.device)
     yz = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)  # (R*R, 2)
+    j, k = (t.reshape(-1) for t in torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij"))
+    density_at = output_grid_density(model, planes, r, chunk_size) if method == "dense" else None
     slabs = max(1, chunk_size // (r * r))
     out = np.empty((r, r, r), dtype=np.float32)
     total = (r + slabs - 1) // slabs
-    with torch.no_grad():
+    with torch.inference_mode():
         for step, i0 in enumerate(range(0, r, slabs), start=1):
-            xs = axis[i0:i0 + slabs]
-            pts = torch.cat([xs.repeat_interleave(r * r)[:, None], yz.repeat(len(xs), 1)], dim=1)
-            raw = model.query_raw(planes, lrm_points_from_output(pts)[None])
-            out[i0:i0 + len(xs)] = activate_density(raw["sigma"]).reshape(len(xs), r, r).cpu().numpy()
+            n = min(slabs, r - i0)
+            if density_at is not None:
+                dens = density_at(torch.arange(i0, i0 + n).repeat_interleave(r * r), j.repeat(n), k.repeat(n))
+            else:
+                pts = torch.cat([axis[i0:i0 + n].repeat_interleave(r * r)[:, None], yz.repeat(n, 1)], dim=1)
+                dens = activate_density(model.query_raw(planes, lrm_points_from_output(pts)[None])["sigma"])
+            out[i0:i0 + n] = dens.reshape(n, r, r).cpu().numpy()
             if progress is not None:
                 progress(step, total)
     return out
+
+
+def band_density_grid(model, planes, resolution: int, *, block: int = BAND_BLOCK, dilate: int = BAND_DILATE,
+                      chunk_size: int = GRID_CHUNK, progress: Callable[[int, int], None] | None = None):
+    """Narrow-band grid (:func:`orbitmesh.models.lrm.grid.band_grid`) with the model's threshold ->
+    ``BandGrid`` (density (R, R, R) float32 in the output frame, threshold, evaluated point count)."""
+    from orbitmesh.models.lrm.grid import band_grid
+
+    return band_grid(output_grid_density(model, planes, resolution, chunk_size), resolution,
+                     lambda samples: mesh_threshold(model.config, samples, stride=1),
+                     block=block, dilate=dilate, device=planes.device, progress=progress)
 
 
 def make_color_fn(model, planes, chunk_size: int = GRID_CHUNK) -> Callable[[np.ndarray], np.ndarray]:
@@ -139,33 +177,51 @@ def make_color_fn(model, planes, chunk_size: int = GRID_CHUNK) -> Callable[[np.n
     return color_fn
 
 
-def mesh_threshold(config, density: np.ndarray) -> float:
-    """The model's threshold (1.0 for VFusion3D); random-weight models (None) use a density quantile."""
+def mesh_threshold(config, density: np.ndarray, stride: int = BAND_BLOCK) -> float:
+    """The model's threshold (1.0 for VFusion3D); random-weight models (None) use a quantile of
+    ``density[::stride, ::stride, ::stride]``."""
     if config.mesh_threshold is not None:
         return float(config.mesh_threshold)
-    return float(np.quantile(density[::4, ::4, ::4], ADAPTIVE_QUANTILE))
+    return float(np.quantile(density[::stride, ::stride, ::stride], ADAPTIVE_QUANTILE))
 
 
 class GridQueryStage:
     """Triplane -> ``ctx.state['density']`` (R, R, R) float32 (output frame), ``ctx.state['color_fn']``,
-    ``ctx.state['threshold']``; progress per chunk (cancellable between chunks)."""
+    ``ctx.state['threshold']``; progress per chunk (cancellable between chunks).
+
+    ``method``: "band" (default: lattice + narrow band, factorised decoder), "dense" (every point,
+    factorised) or "points" (every point, reference per-point query: the brute-force baseline);
+    the ``ORBITMESH_GRID_METHOD`` environment variable overrides it.
+    """
 
     name = GRID_STAGE
 
-    def __init__(self, resolution: int = 256, chunk_size: int = GRID_CHUNK) -> None:
-        self.resolution, self.chunk_size = resolution, chunk_size
+    def __init__(self, resolution: int = 256, chunk_size: int = GRID_CHUNK, method: str = "band") -> None:
+        method = os.environ.get(GRID_METHOD_ENV) or method
+        if method not in GRID_METHODS:
+            raise InputError(f"unknown grid query method {method!r}",
+                             fix=f"use one of {', '.join(GRID_METHODS)} (check {GRID_METHOD_ENV})")
+        self.resolution, self.chunk_size, self.method = resolution, chunk_size, method
 
     def run(self, ctx: StageContext) -> None:
         model, planes = ctx.state["lrm"], ctx.state["planes"]
         r = self.resolution
-        density = density_grid(model, planes, r, chunk_size=self.chunk_size,
-                               progress=lambda i, n: ctx.progress(GRID_STAGE, i, n, f"{r}^3 grid chunk {i}/{n}"))
-        threshold = mesh_threshold(model.config, density)
+
+        def report(i: int, n: int) -> None:
+            ctx.progress(GRID_STAGE, i, n, f"{r}^3 grid ({self.method}) chunk {i}/{n}")
+
+        if self.method == "band":
+            band = band_density_grid(model, planes, r, chunk_size=self.chunk_size, progress=report)
+            density, threshold, evaluated = band.density, band.threshold, band.evaluated_fraction
+        else:
+            density = density_grid(model, planes, r, chunk_size=self.chunk_size, progress=report, method=self.method)
+            threshold, evaluated = mesh_threshold(model.config, density), 1.0
         inside = float((density > threshold).mean())
         ctx.state.update(density=density, color_fn=make_color_fn(model, planes, self.chunk_size),
                          threshold=threshold, bbox=(model.config.bbox_min, model.config.bbox_max))
         ctx.state["grid_stats"] = {"resolution": r, "threshold": threshold, "inside_fraction": inside,
-                                   "density_max": float(density.max())}
+                                   "density_max": float(density.max()), "method": self.method,
+                                   "evaluated_fraction": evaluated}
         if inside == 0.0:
             raise ModelError(f"the reconstruction is empty (no density above {threshold:g})",
                              fix="check the input image shows one clear object; try another image")

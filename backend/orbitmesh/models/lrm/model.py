@@ -16,6 +16,7 @@ from torch import nn
 from orbitmesh.models.lrm.camera import source_camera
 from orbitmesh.models.lrm.config import LRMConfig
 from orbitmesh.models.lrm.encoder import DinoEncoder
+from orbitmesh.models.lrm.grid import GridTables, query_grid_tables
 from orbitmesh.models.lrm.renderer import RenderOptions, camera_rays, render_rays
 from orbitmesh.models.lrm.transformer import CameraEmbedder, TriplaneTransformer
 from orbitmesh.models.lrm.triplane import TriplaneDecoder, activate_density, sample_from_planes
@@ -94,12 +95,15 @@ class LRM(nn.Module):
     def query_grid(self, planes: torch.Tensor, resolution: int, chunk_size: int = DEFAULT_CHUNK
                    ) -> dict[str, torch.Tensor]:
         """A resolution^3 grid over the bbox (indexing 'ij', x slowest) -> {'rgb': (N, R, R, R, 3),
-        'sigma': (N, R, R, R, 1)}. Holds the whole grid in memory; the pipeline streams instead."""
+        'sigma': (N, R, R, R, 1)}. Uses the per-plane factorised decoder (``grid.GridTables``), equal to
+        ``query_points`` on the grid points up to float rounding. Holds the whole grid in memory."""
         axis = torch.linspace(self.config.bbox_min, self.config.bbox_max, resolution, device=planes.device)
-        pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(1, -1, 3)
-        n = planes.shape[0]
-        out = self.query_points(planes, pts.expand(n, -1, -1), chunk_size)
-        return {k: v.reshape(n, resolution, resolution, resolution, -1) for k, v in out.items()}
+        return query_grid_tables(self.synthesizer.decoder, planes, axis, self.config.box_warp, chunk_size)
+
+    def grid_tables(self, planes: torch.Tensor, axes: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                    chunk_size: int = DEFAULT_CHUNK) -> GridTables:
+        """Fast queries of one triplane (1, 3, C, H, W) on the grid ``axes[0] x axes[1] x axes[2]`` (LRM frame)."""
+        return GridTables(self.synthesizer.decoder, planes, axes, self.config.box_warp, chunk_size)
 
     def render(self, planes: torch.Tensor, cameras: torch.Tensor, render_size: int, *,
                deterministic: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -52,8 +52,35 @@ class TriplaneDecoder(nn.Module):
         n, n_planes, m, c = features.shape
         x = features.permute(0, 2, 1, 3).reshape(n * m, n_planes * c)
         x = self.net(x.to(self.net[0].weight.dtype)).float().view(n, m, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid
-        return {"rgb": rgb, "sigma": x[..., 0:1]}
+        return split_output(x)
+
+    def plane_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first Linear split per plane: weights (3, C, H) and bias (H,), float32.
+
+        ``net[0](concat(f_xy, f_xz, f_zy)) == sum_p f_p @ weights[p] + bias``: the grid query
+        projects each plane on its own (see :mod:`orbitmesh.models.lrm.grid`).
+        """
+        w = self.net[0].weight.float()  # (H, 3C)
+        return w.t().reshape(3, -1, w.shape[0]), self.net[0].bias.float()
+
+    def decode_hidden(self, hidden: torch.Tensor, outputs: int | None = None) -> torch.Tensor:
+        """First-layer pre-activations (M, H) -> raw outputs (M, outputs or 4) float32 (sigma first).
+
+        ``outputs=1`` computes the density channel only. ``hidden`` is overwritten.
+        """
+        layers = list(self.net)
+        last = layers[-1]
+        x = hidden.to(last.weight.dtype)
+        for layer in layers[1:-1]:  # in-place ReLUs: ``hidden`` is scratch
+            x = torch.relu_(x) if isinstance(layer, nn.ReLU) else layer(x)
+        w, b = (last.weight, last.bias) if outputs is None else (last.weight[:outputs], last.bias[:outputs])
+        return torch.nn.functional.linear(x, w, b).float()
+
+
+def split_output(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Raw decoder outputs (..., 4) -> {'rgb': (..., 3) widened sigmoid, 'sigma': (..., 1) raw}."""
+    rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid
+    return {"rgb": rgb, "sigma": x[..., 0:1]}
 
 
 def activate_density(raw_sigma: torch.Tensor) -> torch.Tensor:
