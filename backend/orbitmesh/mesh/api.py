@@ -118,6 +118,9 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
         step("uv")
         uvm = unwrap_uv(v, f, texture_size=texture_size, **(uv_options or {}))
         stats.charts = uvm.charts
+        if uvm.repaired_faces:
+            how = "a per-triangle fallback atlas" if uvm.fallback else "charts of their own"
+            stats.warnings.append(f"xatlas left {uvm.repaired_faces} overlapping faces; they were moved to {how}")
 
         step("bake")
         if texture_fn is None:

@@ -14,16 +14,21 @@ fork (Windows) it runs in-process.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from orbitmesh.errors import OrbitMeshError
 from orbitmesh.mesh.isolate import ChildCrashed, call_isolated, can_fork
+from orbitmesh.mesh.uv_repair import grid_atlas, move_apart, overlapping_faces
 from orbitmesh.mesh.xatlas_worker import run_xatlas
 
 
-FOLD_ROUNDS = 3
+log = logging.getLogger(__name__)
+
+REPAIR_ROUNDS = 3  # move_apart rounds before the grid fallback atlas
+FOLD_ROUNDS = 2  # xatlas calls before folded faces are packed by repair_overlaps
 
 
 @dataclass
@@ -41,6 +46,8 @@ class UVMesh:
     vmap: np.ndarray
     charts: int
     atlas_size: tuple[int, int]
+    repaired_faces: int = 0  # faces OrbitMesh charted itself because xatlas left them overlapping
+    fallback: bool = False  # True: every face in a grid cell (xatlas's result could not be repaired)
 
 
 def split_faces(centroids: np.ndarray, piece_faces: int) -> list[np.ndarray]:
@@ -82,7 +89,9 @@ def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, *, texture_size: int = 10
     ``padding`` defaults to texture_size / 512 texels (2 at 1024). ``isolate=None`` forks a
     child where possible. xatlas occasionally leaves a fan of triangles that wraps over itself
     (no flipped face, but overlapping UVs; default options too): those faces are charted on
-    their own in a second call. A crash is retried with slightly perturbed positions and a
+    their own in a second call; faces still folded after ``FOLD_ROUNDS`` calls (re-charting can
+    fold another fan, deterministically on some meshes) are packed by :func:`repair_overlaps`,
+    so overlaps never fail the job. A crash is retried with slightly perturbed positions and a
     different split, then raised as OrbitMeshError.
     """
     vertices = np.asarray(vertices, np.float32)
@@ -102,20 +111,24 @@ def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, *, texture_size: int = 10
             pf = None if piece_faces is None else int(piece_faces * (1 + 0.37 * attempt))
         base = [np.arange(len(faces))] if pf is None else split_faces(v[faces].mean(axis=1), pf)
         alone = np.zeros(len(faces), bool)  # faces charted on their own (they folded before)
+        uvm = None
         for _ in range(FOLD_ROUNDS):
             groups = [g[~alone[g]] for g in base if (~alone[g]).any()]
             groups += [np.array([i]) for i in np.flatnonzero(alone)]
             try:
                 uvm, face_ids = _unwrap_groups(v, vertices, faces, groups, chart, pack, isolate, timeout)
             except (ChildCrashed, RuntimeError) as exc:
-                last_error = exc
+                last_error, uvm = exc, None
                 break
             folded = folded_faces(uvm.uvs, uvm.faces)
             if not folded.any():
                 return uvm
             # chart the folded faces as single triangles next time (charts elsewhere stay the same)
             alone[face_ids[folded]] = True
-            last_error = RuntimeError(f"{int(folded.sum())} faces kept overlapping UVs")
+        if uvm is not None:
+            # Re-charting can fold other fans each round (deterministically, on some meshes): move
+            # the faces still folded out of their charts into free space we pack ourselves.
+            return repair_overlaps(uvm, folded, texture_size, padding)
     raise OrbitMeshError(f"UV unwrapping (xatlas) failed on a {len(faces)}-face mesh: {last_error}",
                          fix="retry with a different target_faces, or export vertex colours "
                              "(vertex_colors=True) which needs no UVs")
@@ -135,6 +148,35 @@ def _unwrap_groups(v: np.ndarray, vertices: np.ndarray, faces: np.ndarray, group
     if res["atlas_count"] != 1:
         raise RuntimeError(f"xatlas made {res['atlas_count']} atlases")
     return _assemble(vertices, vids, res), np.concatenate(groups)
+
+
+def repair_overlaps(uvm: UVMesh, bad: np.ndarray, texture_size: int, padding: int,
+                    rounds: int = REPAIR_ROUNDS) -> UVMesh:
+    """Move the ``bad`` (M,) faces (and any face then found overlapping at ``texture_size``) into
+    charts of their own; falls back to :func:`grid_atlas` when that does not converge. Never raises
+    for overlaps: the result has no overlapping UV triangles."""
+    positions = np.zeros((int(uvm.vmap.max()) + 1, 3), np.float32)  # source vertex positions
+    positions[uvm.vmap] = uvm.vertices
+    faces, uvs, vmap = uvm.faces.astype(np.int64), uvm.uvs.astype(np.float64), uvm.vmap
+    moved = np.zeros(len(faces), bool)
+    for _ in range(rounds):
+        res = move_apart(positions[vmap], faces, uvs, vmap, bad, texture_size, padding)
+        if res is None:
+            break
+        faces, uvs, vmap = res
+        moved |= bad
+        # the folds left with their faces; check the whole atlas for anything else overlapping
+        bad = overlapping_faces(uvs, faces, texture_size) | folded_faces(uvs, faces)
+        if not bad.any():
+            log.warning("UV repair: %d of %d faces moved into charts of their own", moved.sum(), len(faces))
+            return UVMesh(vertices=positions[vmap], faces=faces.astype(np.int32), uvs=uvs.astype(np.float32),
+                          vmap=vmap, charts=uvm.charts + int(moved.sum()), atlas_size=uvm.atlas_size,
+                          repaired_faces=int(moved.sum()))
+    log.warning("UV repair did not converge: %d faces in a grid fallback atlas", len(faces))
+    faces, uvs, vmap = grid_atlas(positions, uvm.vmap[uvm.faces], texture_size, padding)
+    return UVMesh(vertices=positions[vmap], faces=faces.astype(np.int32), uvs=uvs.astype(np.float32), vmap=vmap,
+                  charts=len(faces), atlas_size=(texture_size, texture_size), repaired_faces=len(faces),
+                  fallback=True)
 
 
 def uv_angle_sums(uvs: np.ndarray, faces: np.ndarray) -> np.ndarray:
