@@ -94,7 +94,10 @@ def test_cancel_during_grid_query_leaves_cancelled_job_without_glb(tmp_path, ima
     assert not [p for p in job_dir.iterdir() if p.name.endswith(".glb")]
 
 
-def test_no_model_is_a_clear_error_before_any_job(tmp_path, image):
+def test_no_model_is_a_clear_error_before_any_job(tmp_path, image, monkeypatch):
+    from orbitmesh.models import registry
+
+    monkeypatch.setattr(registry, "preview_model_dir", lambda: tmp_path / "no-preview")  # not even the bundled one
     with pytest.raises(ModelError) as err:
         generate(GenerateRequest(image_path=image), settings=_settings(tmp_path))
     assert "tiny-random" in err.value.fix and "vfusion3d" in err.value.fix

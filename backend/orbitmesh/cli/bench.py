@@ -11,7 +11,8 @@ import importlib
 import json
 
 # bench name -> module under orbitmesh.bench
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {"postprocess": "postprocess", "quality": "quality", "lrm": "lrm", "text-to-image": "text_to_image",
+                       "texture-projection": "texture_projection", "refinement": "refinement"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -50,7 +50,8 @@ MODELS: dict[str, ModelInfo] = {
         "tiny-random", "lrm", "plumbing check, not a model: a tiny LRM with fixed random weights (blobby shapes), "
         "runs end to end on a CPU in seconds", preset="tiny"),
     "orbitmesh-preview": ModelInfo(
-        "orbitmesh-preview", "lrm", "bundled preview model (planned; not available yet)", available=False),
+        "orbitmesh-preview", "lrm", "bundled preview model: a small LRM trained on procedural shapes (simple, "
+        "low fidelity; ships inside the package, used when no real model is installed)"),
     # Filled in by the video model's loader (orbitmesh.models.video).
     "sv3d_u": ModelInfo(
         "sv3d_u", "video", "SV3D_u (Stability AI): 21 orbit views at a fixed elevation",
@@ -64,8 +65,15 @@ MODELS: dict[str, ModelInfo] = {
         gated=True),
 }
 
-# Real LRMs in order of preference for model=None.
+# Real LRMs in order of preference for model=None; without one, the bundled preview model.
 DEFAULT_LRMS = ("vfusion3d",)
+PREVIEW = "orbitmesh-preview"
+_preview_noticed = threading.Event()
+
+
+def preview_model_dir() -> Path:
+    """The bundled preview model (config.json + model.safetensors) inside the package."""
+    return Path(__file__).resolve().parents[1] / "weights" / PREVIEW
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ def resolve_lrm_source(model: str | None, model_dir: str | Path) -> LRMSource:
                 return LRMSource(name, "path", str(model_dir / name), info)
             if info.hub_id and _cached_hub_file(info.hub_id, model_dir):
                 return LRMSource(name, "hub", info.hub_id, info)
+        if _weights_in(preview_model_dir()):  # the bundled preview model: always there unless removed
+            return LRMSource(PREVIEW, "path", str(preview_model_dir()), MODELS[PREVIEW])
         raise ModelError(f"no reconstruction model found in {model_dir}", fix=how_to_get_models(model_dir))
     if not isinstance(model, str) or not model.strip():
         raise ModelError("the model argument is empty", fix="give a model name, hub id, folder or file")
@@ -129,6 +139,11 @@ def resolve_lrm_source(model: str | None, model_dir: str | Path) -> LRMSource:
             raise ModelError(f"{model} is not available yet", fix=how_to_get_models(model_dir))
         if model == "tiny-random":
             return LRMSource(model, "tiny-random", model, info)
+        if model == PREVIEW:
+            if not _weights_in(preview_model_dir()):
+                raise ModelError(f"the bundled preview model is missing from {preview_model_dir()}",
+                                 fix="reinstall orbitmesh, or train it: `orbitmesh train configs/preview.toml`")
+            return LRMSource(model, "path", str(preview_model_dir()), info)
         if _weights_in(model_dir / model):
             return LRMSource(model, "path", str(model_dir / model), info)
         return LRMSource(model, "hub", info.hub_id, info)
@@ -162,6 +177,10 @@ def load_lrm(source: LRMSource, *, model_dir: str | Path, device: str = "cpu", d
     """Load the LRM a source points at (downloading a hub model when allowed; licence shown first)."""
     from orbitmesh.models.lrm import LRM
 
+    if source.name == PREVIEW and notify is not None and not _preview_noticed.is_set():
+        _preview_noticed.set()  # said once per process
+        notify(f"using the bundled preview model ({PREVIEW}): trained on simple procedural shapes, so expect rough "
+               f"geometry; for real objects {how_to_get_models(model_dir)}")
     if source.kind == "tiny-random":
         model = tiny_random_lrm()
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)

@@ -1,0 +1,9 @@
+"""Training for the LRM family: config TOML, losses, schedule, EMA, checkpoints and the loop.
+
+``orbitmesh train CONFIG.toml`` (see :mod:`orbitmesh.cli.train`) drives :class:`Trainer`.
+"""
+
+from orbitmesh.training.config import TrainConfig, load_config, parse_config
+from orbitmesh.training.loop import Trainer
+
+__all__ = ["TrainConfig", "Trainer", "load_config", "parse_config"]
