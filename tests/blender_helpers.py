@@ -31,6 +31,7 @@ SAMPLES = Path(os.environ.get("ORBITMESH_SHARED", ROOT.parent / "shared")) / "sa
 ADDON = "bl_ext.user_default.orbitmesh"
 # Small settings so one job takes seconds on a CPU.
 FAST = dict(model="tiny-random", mc_resolution=64, target_faces=1000, texture_size=256)
+CANCEL_STAGES = ("preprocess", "lrm", "grid_query")
 
 
 # ----- a recording UILayout that checks every call against Blender's real API -------------------
@@ -227,8 +228,11 @@ def cancel_scenario(jobs_mod, image: str) -> dict:
     bpy.ops.ed.undo_push(message="before cancel")
     before = snapshot()
     cursor = list(bpy.context.scene.cursor.location)
-    thread = cancel_when_stage(jobs_mod, ("lrm", "grid_query"), info)
-    res = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True, **FAST)
+    # Cancel from the earliest stages on, and give the job a mesh stage that takes a while: the
+    # client sees stage changes only at its poll rate, and the tiny model's grid query is fast.
+    thread = cancel_when_stage(jobs_mod, CANCEL_STAGES, info)
+    res = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True,
+                  **dict(FAST, mc_resolution=160, target_faces=8000, texture_size=1024))
     thread.join(5)
     rec = jobs_mod.job_list().records[0]
     info.update(res, before=before, after=snapshot(), cursor_unchanged=list(bpy.context.scene.cursor.location) == cursor,
