@@ -351,7 +351,8 @@ class Trainer:
             self._validate_and_log(start)
         self.save()
         summary = {"steps": self.step, "minutes": round(self.elapsed / 60, 2), "device": self.device,
-                   "objects": self.pool_size, "seeds": [self.cfg.data.seed, self.cfg.data.seed + self.pool_size - 1]
+                   "objects": self.pool_size, "seeds": [self.cfg.data.seed, self.cfg.data.seed + self.cfg.data.count
+                                                        + self.grown_objects(self.step) - 1]
                    if self.cfg.data.kind == "procedural" else None, **model_summary(self.model), **final}
         if cfg.output.export:
             summary.update(self.export(cfg.output.export))
