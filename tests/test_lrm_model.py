@@ -211,3 +211,51 @@ def test_vfusion3d_preset_sizes():
     assert sd["synthesizer.decoder.net.0.weight"].shape == (64, 240)
     n = sum(p.numel() for p in model.parameters())
     assert 440e6 < n < 460e6, n
+
+
+# -- pixel-aligned token lifting (the preview model's option) ------------------------------------------
+def test_lifting_projection_matches_the_renderers_rays():
+    """A point on the ray through pixel (u, v) of a source camera projects back onto (u, v)."""
+    from orbitmesh.data.render import orbit_camera, pixel_rays
+    from orbitmesh.models.lrm.lifting import project_points
+
+    c2w = orbit_camera(12.0, -7.0, 1.1)
+    u, v = torch.tensor([0.1, 0.65, 0.5, 0.93]), torch.tensor([0.25, 0.8, 0.5, 0.05])
+    origins, dirs = pixel_rays(c2w, (0.8, 0.7, 0.52, 0.48), u, v)
+    camera = torch.cat([c2w.reshape(12), torch.tensor([0.8, 0.7, 0.52, 0.48])])[None]
+    coords, front = project_points(origins + 0.9 * dirs, camera)
+    assert front.all()
+    assert torch.allclose((coords[0] + 1) / 2, torch.stack([u, v], dim=-1), atol=1e-5)
+    behind, front = project_points(origins - 0.5 * dirs, camera)
+    assert not front.any()
+
+
+def test_lifting_tokens_follow_the_image_and_round_trip(tmp_path):
+    """With lifting, planes depend on where the object is in the image from the first step, the
+    option is off in VFusion3D's config (no extra keys), and save/load is exact."""
+    from orbitmesh.models.lrm import vfusion3d
+
+    assert vfusion3d().lift_samples == 0 and _model(0).lifting is None
+    config = _small(lift_samples=4, lift_stem_dim=8)
+    model = _model(0, config)
+    keys = set(model.state_dict())
+    assert any(k.startswith("lifting.proj.2") for k in keys) and any(k.startswith("lifting.stem") for k in keys)
+    size = config.input_size
+    left, right = torch.ones(1, 3, size, size), torch.ones(1, 3, size, size)
+    left[..., size // 4:size // 2, size // 8:size // 3] = 0.1
+    right[..., size // 4:size // 2, 2 * size // 3:7 * size // 8] = 0.1
+    with torch.no_grad():
+        tokens_l = model.lifting(left, model.encoder(left)[:, 1:], model.default_source_camera())
+        tokens_r = model.lifting(right, model.encoder(right)[:, 1:], model.default_source_camera())
+    r = config.triplane_low_res
+    # Source camera at +x: image right is world +y. On the xy plane (plane 0, x = columns,
+    # y = rows) the dark patch moves across token rows; on the zy plane (plane 2) too.
+    diff = (tokens_l - tokens_r).norm(dim=-1).view(3, r, r)
+    assert diff[0].sum(dim=1)[: r // 2].sum() > 0 and diff[0].sum(dim=1)[r // 2:].sum() > 0
+    assert diff.max() > 1e-3
+    model.save_pretrained(tmp_path / "lifted")
+    loaded = LRM.from_pretrained(tmp_path / "lifted", local_files_only=True, dtype=torch.float32, device="cpu")
+    assert loaded.config.lift_samples == 4
+    a, b = _outputs(model), _outputs(loaded)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -121,6 +121,33 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
+def test_3d_only_stage_with_its_own_batch_size_and_lifting(tmp_path):
+    """A stage with rays_per_sample = 0 trains on occupancy + surface colour alone, with its own
+    batch size, and reduces those losses; the model here lifts image features onto its tokens."""
+    model_cfg = copy.deepcopy(TINY["model"])
+    model_cfg["config"]["lift_samples"] = 4
+    cfg = tiny_config(tmp_path, model=model_cfg, stages=[
+        {"steps": 30, "render_size": 8, "samples_per_ray": 8, "rays_per_sample": 0, "batch_size": 3},
+        {"steps": 4, "render_size": 16, "samples_per_ray": 12}])
+    trainer = Trainer(cfg, device="cpu", log=_quiet)
+    assert trainer.model.lifting is not None
+    stage = cfg.stages[0]
+    batch = trainer.batch(stage)
+    assert batch.images.shape[0] == 3 and batch.origins.shape[1] == 0 and batch.points.shape[1] == 128
+    fixed = make_batch(trainer.load_data(), [0, 1, 2], render_size=8, rays_per_sample=0, views_per_sample=2,
+                       generator=torch.Generator().manual_seed(5), points_per_sample=128)
+    before = trainer.fixed_batch_loss(fixed, stage)
+    for _ in range(30):
+        info = trainer.train_step(stage, 3e-3)
+        assert "rgb" not in info and "mask" not in info and info["occupancy"] > 0
+    assert trainer.fixed_batch_loss(fixed, stage) < 0.8 * before
+    # The rendering stage afterwards uses train.batch_size and rays again.
+    info = trainer.train_step(cfg.stages[1], 1e-3)
+    assert {"rgb", "mask", "occupancy"} <= set(info)
+    with pytest.raises(InputError, match="rays_per_sample"):
+        tiny_config(tmp_path, stages=[{"steps": 2, "rays_per_sample": -1}])
+
+
 def test_checkpoint_resumes_to_the_same_loss(tmp_path):
     cfg = tiny_config(tmp_path)
     a = Trainer(cfg, device="cpu", log=_quiet)

@@ -326,9 +326,10 @@ def make_batch(data: MultiViewData, index: list[int] | torch.Tensor, *, render_s
     origins, dirs, rgbs, alphas, pts, occs, spts, srgb = [], [], [], [], [], [], [], []
     for i in index.tolist():
         views = torch.randperm(n_views, generator=generator)[:views_per_sample]
-        rgb, alpha = _resize_views(data.view_rgb[i, views], data.view_alpha[i, views], render_size)
+        if rays_per_sample > 0:
+            rgb, alpha = _resize_views(data.view_rgb[i, views], data.view_alpha[i, views], render_size)
         o_i, d_i, c_i, a_i = [], [], [], []
-        for j, v in enumerate(views.tolist()):
+        for j, v in enumerate(views.tolist() if rays_per_sample > 0 else []):
             a = alpha[j].reshape(-1)
             fg = (a > 0).float()
             weights = (1 - fg_fraction) / a.numel() + fg_fraction * fg / fg.sum().clamp(min=1.0)
@@ -340,10 +341,10 @@ def make_batch(data: MultiViewData, index: list[int] | torch.Tensor, *, render_s
             d_i.append(d)
             c_i.append(rgb[j].reshape(-1, 3)[pix])
             a_i.append(a[pix])
-        origins.append(torch.cat(o_i))
-        dirs.append(torch.cat(d_i))
-        rgbs.append(torch.cat(c_i))
-        alphas.append(torch.cat(a_i))
+        origins.append(torch.cat(o_i) if o_i else torch.zeros(0, 3))
+        dirs.append(torch.cat(d_i) if d_i else torch.zeros(0, 3))
+        rgbs.append(torch.cat(c_i) if c_i else torch.zeros(0, 3))
+        alphas.append(torch.cat(a_i) if a_i else torch.zeros(0))
         if points_per_sample and data.points is not None:
             k = torch.randint(0, data.points.shape[1], (points_per_sample,), generator=generator)
             pts.append(data.points[i, k].float())

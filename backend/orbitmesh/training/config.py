@@ -82,6 +82,11 @@ class Stage:
     steps: int
     render_size: int = 64
     samples_per_ray: int = 64  # half stratified, half importance
+    # Per-stage overrides of [train]. rays_per_sample = 0 trains on the 3D losses alone (occupancy,
+    # surface colour: no volume rendering, ~20x cheaper per object), so an early stage can see many
+    # more objects per minute; a later rendering stage then tunes opacity and colour for novel views.
+    rays_per_sample: int | None = None
+    batch_size: int | None = None
 
 
 @dataclass
@@ -187,6 +192,10 @@ def _check(cfg: TrainConfig) -> None:
     for i, st in enumerate(cfg.stages):
         _positive(st.steps, f"stages.{i}.steps")
         _positive(st.render_size, f"stages.{i}.render_size")
+        if st.batch_size is not None:
+            _positive(st.batch_size, f"stages.{i}.batch_size")
+        if st.rays_per_sample is not None and st.rays_per_sample < 0:
+            raise InputError(f"stages.{i}.rays_per_sample must be >= 0", fix="0 trains on the 3D losses alone")
         if st.samples_per_ray < 4 or st.samples_per_ray % 2:
             raise InputError(f"stages.{i}.samples_per_ray must be an even number >= 4", fix="e.g. 64")
     if cfg.train.init_pos_embed not in ("default", "sincos"):

@@ -115,9 +115,11 @@ def compute_losses(model, batch: RayBatch, stage: Stage, cfg: TrainConfig, gener
     planes = model(batch.images, batch.source_camera)
     half = stage.samples_per_ray // 2
     opts = RenderOptions(half, half, c.box_warp, c.bbox_min, c.bbox_max)
-    rgb, _, weight = render_rays(lambda p: model.query_raw(planes, p), batch.origins, batch.dirs, opts,
-                                 deterministic=False, generator=generator)
-    parts = {"rgb": rgb_loss(rgb, batch.rgb), "mask": mask_loss(weight, batch.alpha)}
+    parts = {}
+    if batch.origins.shape[1]:  # a 3D-only stage has no rays
+        rgb, _, weight = render_rays(lambda p: model.query_raw(planes, p), batch.origins, batch.dirs, opts,
+                                     deterministic=False, generator=generator)
+        parts = {"rgb": rgb_loss(rgb, batch.rgb), "mask": mask_loss(weight, batch.alpha)}
     if w.occupancy > 0 and batch.points is not None:
         density = activate_density(model.query_raw(planes, batch.points)["sigma"])
         parts["occupancy"] = occupancy_loss(density, batch.occupancy, w.occupancy_density)
@@ -238,9 +240,11 @@ class Trainer:
     def batch(self, stage: Stage) -> RayBatch:
         data = self.load_data()
         t = self.cfg.train
-        idx = torch.randint(0, self.pool_size, (t.batch_size,), generator=self.generator)
+        batch_size = stage.batch_size or t.batch_size
+        rays = t.rays_per_sample if stage.rays_per_sample is None else stage.rays_per_sample
+        idx = torch.randint(0, self.pool_size, (batch_size,), generator=self.generator)
         return make_batch(data, idx, render_size=min(stage.render_size, data.view_rgb.shape[2]),
-                          rays_per_sample=t.rays_per_sample, views_per_sample=min(t.views_per_sample, data.view_rgb.shape[1]),
+                          rays_per_sample=rays, views_per_sample=min(t.views_per_sample, data.view_rgb.shape[1]),
                           generator=self.generator, fg_fraction=t.fg_fraction,
                           points_per_sample=t.points_per_sample).to(self.device)
 
@@ -325,7 +329,8 @@ class Trainer:
                     rate = (now - window_t) / len(window)
                     frac = progress_fraction(self.step, total, now - start, budget)
                     eta = (now - start) * (1 - frac) / max(frac, 1e-9)
-                    mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    keys = [k for k in window[-1] if all(k in w for w in window)]  # stages differ in losses
+                    mean = {k: float(np.mean([w[k] for w in window])) for k in keys}
                     msg = (f"stage {stage_idx + 1}/{len(cfg.stages)} {stage.render_size}px loss {mean['loss']:.4f} "
                            + " ".join(f"{k} {mean[k]:.4f}" for k in ("rgb", "mask", "occupancy", "surface_rgb",
                                                                       "perceptual") if k in mean)

@@ -63,6 +63,10 @@ class LRMConfig:
     source_camera_distance: float = 1.0
     source_focal: float = 0.75  # fx = fy, normalised by the image size (384 / 512)
     mesh_threshold: float | None = 1.0  # None: adaptive (quantile), for random-weight models only
+    # Pixel-aligned token lifting (models/lrm/lifting.py): 0 = off (VFusion3D); else the number of
+    # points per token projected into the input image, and the width of its pixel stem.
+    lift_samples: int = 0
+    lift_stem_dim: int = 32
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):

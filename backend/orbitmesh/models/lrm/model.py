@@ -17,6 +17,7 @@ from orbitmesh.models.lrm.camera import source_camera
 from orbitmesh.models.lrm.config import LRMConfig
 from orbitmesh.models.lrm.encoder import DinoEncoder
 from orbitmesh.models.lrm.grid import GridTables, query_grid_tables
+from orbitmesh.models.lrm.lifting import TokenLifting
 from orbitmesh.models.lrm.renderer import RenderOptions, camera_rays, render_rays
 from orbitmesh.models.lrm.transformer import CameraEmbedder, TriplaneTransformer
 from orbitmesh.models.lrm.triplane import TriplaneDecoder, activate_density, sample_from_planes
@@ -49,6 +50,11 @@ class LRM(nn.Module):
             config.triplane_dim, config.transformer_layers, config.transformer_heads, config.transformer_eps,
             config.mlp_ratio)
         self.synthesizer = TriplaneSynthesizer(config)
+        self.lifting = None
+        if config.lift_samples > 0:
+            self.lifting = TokenLifting(config.encoder.hidden_size, config.lift_stem_dim, config.transformer_dim,
+                                        config.triplane_low_res, config.lift_samples, config.box_warp,
+                                        config.bbox_max)
 
     @property
     def device(self) -> torch.device:
@@ -74,8 +80,9 @@ class LRM(nn.Module):
         if progress is not None:
             progress("encoder", 1, 1)
         mod = self.camera_embedder(camera.to(feats.dtype))
+        tokens = None if self.lifting is None else self.lifting(image, feats[:, 1:], camera)
         block_progress = None if progress is None else (lambda i, n: progress("transformer", i, n))
-        return self.transformer(feats, mod, progress=block_progress)
+        return self.transformer(feats, mod, tokens=tokens, progress=block_progress)
 
     # -- planes -> fields ------------------------------------------------------------------
     def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -74,13 +74,18 @@ class TriplaneTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.deconv = nn.ConvTranspose2d(dim, triplane_dim, kernel_size=2, stride=2, padding=0)
 
-    def forward(self, image_feats: torch.Tensor, camera_embeddings: torch.Tensor, progress=None) -> torch.Tensor:
+    def forward(self, image_feats: torch.Tensor, camera_embeddings: torch.Tensor, tokens: torch.Tensor | None = None,
+                progress=None) -> torch.Tensor:
         """image_feats (N, Lc, Dc), camera_embeddings (N, Dm) -> planes (N, 3, C, 2r, 2r).
+
+        ``tokens`` (N, 3 r^2, D), optional, is added to the learned positions (pixel-aligned lifting).
 
         ``progress(step, total)`` (optional) is called after each block (it may raise to cancel).
         """
         n, r = image_feats.shape[0], self.low_res
         x = self.pos_embed.expand(n, -1, -1).to(image_feats.dtype)
+        if tokens is not None:
+            x = x + tokens.to(x.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, image_feats, camera_embeddings)
             if progress is not None:
