@@ -25,16 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def fixture_kind(path: str | Path) -> str:
     """'sv3d' if the metadata has unet_config, 'lrm' if it has generator_config."""
-    from safetensors import safe_open
+    from orbitmesh.models.lrm.parity import fixture_metadata
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"fixture not found: {path}", fix="check the path")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:
-        raise InputError(f"{path} is not a safetensors file: {exc}", fix="pass a parity fixture") from exc
+    meta = fixture_metadata(path)
     if "unet_config" in meta:
         return "sv3d"
     if "generator_config" in meta:

@@ -110,7 +110,11 @@ def build_stages(request: GenerateRequest, settings: Settings, *, device: str, c
 
 def generate(request: GenerateRequest, *, settings: Settings | None = None,
              progress: ProgressCallback | None = None) -> GenerateResult:
-    """Run one fast-mode job; returns the typed result (raises OrbitMeshError / JobCancelled)."""
+    """Run one fast-mode job; returns the typed result (raises OrbitMeshError / JobCancelled).
+
+    From a worker thread, call :func:`orbitmesh.native.preload_native_libraries` on the main
+    thread first (Qt inside pymeshlab otherwise aborts the process at exit).
+    """
     from orbitmesh.device import resolve_device, resolve_dtype
     from orbitmesh.models import registry
 

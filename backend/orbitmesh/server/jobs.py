@@ -12,8 +12,6 @@ Changes bump a per-job version under one condition variable; the SSE handler wai
 from __future__ import annotations
 
 import collections
-import importlib
-import importlib.util
 import logging
 import sys
 import threading
@@ -25,6 +23,7 @@ from typing import Any, Callable
 
 from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
 from orbitmesh.jobs import JOB_FILE, JobFolder
+from orbitmesh.native import preload_native_libraries
 from orbitmesh.pipeline.request import GenerateRequest, GenerateResult
 from orbitmesh.progress import ProgressEvent, ProgressTracker
 from orbitmesh.server.api_errors import ApiError, bad_request
@@ -52,19 +51,6 @@ def run_generate(request: GenerateRequest, settings: Settings, tracker: Progress
     from orbitmesh.pipeline.generate import generate
 
     return generate(request, settings=settings, progress=tracker)
-
-
-def preload_native_libraries() -> None:
-    """Import the pipeline's native libraries from the calling thread (the main thread).
-
-    pymeshlab loads Qt, which adopts the thread that imports it; imported first inside the
-    worker thread (after torch), glibc aborts the process at exit ("corrupted double-linked
-    list" while torch's oneDNN cache is freed). Importing both here, before the worker
-    starts, avoids it, and the first job does not pay torch's import time.
-    """
-    for name in ("torch", "pymeshlab"):
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
 
 
 def build_request(values: dict[str, Any], *, prompt: str | None = None,

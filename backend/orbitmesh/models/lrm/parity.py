@@ -19,18 +19,26 @@ from orbitmesh.errors import InputError
 TOLERANCE = 1e-4
 
 
-def load_fixture(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors.torch import load_file, safe_open
+def fixture_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors metadata of a parity fixture; a clear error when the file is missing or unreadable."""
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"fixture not found: {path}", fix="check the path")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
+            return f.metadata() or {}
     except Exception as exc:
         raise InputError(f"{path} is not a readable safetensors file: {exc}", fix="pass a parity fixture") from exc
+
+
+def load_fixture(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a parity fixture."""
+    from safetensors.torch import load_file
+
+    meta = fixture_metadata(path)
+    return load_file(str(path)), meta
 
 
 def model_from_fixture(tensors: dict[str, torch.Tensor], meta: dict[str, str]):
