@@ -56,7 +56,7 @@ def project_points(points: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Te
 
 
 class PixelStem(nn.Module):
-    """(N, 3, H, W) image in [0, 1] -> (N, C, H/4, W/4) local features (two stride-2 convs)."""
+    """(N, 3, H, W) image in [0, 1] -> (N, C, H/4, W/4) local features (two stride-2 convs, one 3x3)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
