@@ -326,21 +326,21 @@ def make_batch(data: MultiViewData, index: list[int] | torch.Tensor, *, render_s
     origins, dirs, rgbs, alphas, pts, occs, spts, srgb = [], [], [], [], [], [], [], []
     for i in index.tolist():
         views = torch.randperm(n_views, generator=generator)[:views_per_sample]
-        if rays_per_sample > 0:
-            rgb, alpha = _resize_views(data.view_rgb[i, views], data.view_alpha[i, views], render_size)
         o_i, d_i, c_i, a_i = [], [], [], []
-        for j, v in enumerate(views.tolist() if rays_per_sample > 0 else []):
-            a = alpha[j].reshape(-1)
-            fg = (a > 0).float()
-            weights = (1 - fg_fraction) / a.numel() + fg_fraction * fg / fg.sum().clamp(min=1.0)
-            pix = torch.multinomial(weights, per_view, replacement=True, generator=generator)
-            u = ((pix % render_size).float() + 0.5) / render_size
-            vv = ((pix // render_size).float() + 0.5) / render_size
-            o, d = pixel_rays(data.view_c2w[i, v], data.view_intrinsics[i, v].tolist(), u, vv)
-            o_i.append(o)
-            d_i.append(d)
-            c_i.append(rgb[j].reshape(-1, 3)[pix])
-            a_i.append(a[pix])
+        if rays_per_sample > 0:  # a 3D-only stage samples no rays
+            rgb, alpha = _resize_views(data.view_rgb[i, views], data.view_alpha[i, views], render_size)
+            for j, v in enumerate(views.tolist()):
+                a = alpha[j].reshape(-1)
+                fg = (a > 0).float()
+                weights = (1 - fg_fraction) / a.numel() + fg_fraction * fg / fg.sum().clamp(min=1.0)
+                pix = torch.multinomial(weights, per_view, replacement=True, generator=generator)
+                u = ((pix % render_size).float() + 0.5) / render_size
+                vv = ((pix // render_size).float() + 0.5) / render_size
+                o, d = pixel_rays(data.view_c2w[i, v], data.view_intrinsics[i, v].tolist(), u, vv)
+                o_i.append(o)
+                d_i.append(d)
+                c_i.append(rgb[j].reshape(-1, 3)[pix])
+                a_i.append(a[pix])
         origins.append(torch.cat(o_i) if o_i else torch.zeros(0, 3))
         dirs.append(torch.cat(d_i) if d_i else torch.zeros(0, 3))
         rgbs.append(torch.cat(c_i) if c_i else torch.zeros(0, 3))

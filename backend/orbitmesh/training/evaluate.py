@@ -111,6 +111,14 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def reconstruct(model, sample) -> torch.Tensor:
+    """Planes (1, 3, C, H, W) from a procedural sample's input view and its exact source camera."""
+    image = sample.input.rgb.permute(2, 0, 1)[None]
+    camera = torch.cat([sample.input.c2w.reshape(-1), sample.input.intrinsics])[None]
+    return model(image.to(model.device, model.dtype), camera.to(model.device, model.dtype))
+
+
+@torch.no_grad()
 def score_object(model, seed: int, *, grid: int = 64, views: int = 8, view_size: int = 64,
                  surface_points: int = 10000, data_config: ProceduralConfig | None = None,
                  threshold: float | None = None) -> ObjectScore:
@@ -119,9 +127,7 @@ def score_object(model, seed: int, *, grid: int = 64, views: int = 8, view_size:
     sample = make_sample(seed, config)
     shape: Shape = sample.shape
     device = model.device
-    image = sample.input.rgb.permute(2, 0, 1)[None].to(device)
-    camera = torch.cat([sample.input.c2w.reshape(-1), sample.input.intrinsics])[None].to(device)
-    planes = model(image.to(model.dtype), camera.to(model.dtype))
+    planes = reconstruct(model, sample)
     level = threshold_of(model) if threshold is None else threshold
 
     pts = grid_points(grid)

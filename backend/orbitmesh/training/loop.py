@@ -398,7 +398,7 @@ def calibrate_threshold(model, cfg: TrainConfig, count: int = 8, grid: int = 48)
     """
     from orbitmesh.data.procedural import make_sample
     from orbitmesh.data.sdf import grid_points
-    from orbitmesh.training.evaluate import predicted_density, volumetric_iou
+    from orbitmesh.training.evaluate import predicted_density, reconstruct, volumetric_iou
 
     candidates = [float(x) for x in np.geomspace(1.0, 60.0, 16)]
     pcfg = replace(procedural_config(cfg, model.config.input_size), views=0, include_input_view=False)
@@ -406,9 +406,7 @@ def calibrate_threshold(model, cfg: TrainConfig, count: int = 8, grid: int = 48)
     ious = np.zeros(len(candidates))
     for i in range(count):
         s = make_sample(cfg.data.validation_seed + i, pcfg)
-        image = s.input.rgb.permute(2, 0, 1)[None]
-        camera = torch.cat([s.input.c2w.reshape(-1), s.input.intrinsics])[None]
-        planes = model(image, camera)
+        planes = reconstruct(model, s)
         dens = predicted_density(model, planes, pts)
         truth = s.shape.occupancy(pts)
         ious += [volumetric_iou(dens > t, truth) for t in candidates]

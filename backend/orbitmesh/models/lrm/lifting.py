@@ -79,7 +79,6 @@ class TokenLifting(nn.Module):
     def __init__(self, encoder_dim: int, stem_dim: int, dim: int, low_res: int, samples: int,
                  box_warp: float, extent: float) -> None:
         super().__init__()
-        self.samples = samples
         self.stem = PixelStem(stem_dim)
         per_sample = encoder_dim + stem_dim + 3 + 1
         self.proj = nn.ModuleList([nn.Linear(samples * per_sample, dim) for _ in PLANE_AXES])
