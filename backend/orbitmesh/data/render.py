@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from orbitmesh.data.sdf import Shape
+from orbitmesh.models.lrm.camera import look_at as lrm_look_at
 
 SOURCE_DISTANCE = 1.0
 SOURCE_INTRINSICS = (0.75, 0.75, 0.5, 0.5)
@@ -26,16 +27,8 @@ LIGHTS = (((0.55, 0.35, 0.75), 0.5), ((-0.6, -0.45, 0.2), 0.18))
 
 def look_at(position, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> torch.Tensor:
     """(3, 4) float32 camera-to-world matrix of a camera at ``position`` looking at ``target``."""
-    pos = torch.as_tensor(position, dtype=torch.float32)
-    back = pos - torch.as_tensor(target, dtype=torch.float32)
-    back = back / back.norm()
-    upv = torch.as_tensor(up, dtype=torch.float32)
-    right = torch.linalg.cross(upv, back)
-    if right.norm() < 1e-6:  # looking straight along up: pick any right axis
-        right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), back)
-    right = right / right.norm()
-    cam_up = torch.linalg.cross(back, right)
-    return torch.stack([right, cam_up, back, pos], dim=1)
+    return lrm_look_at(torch.as_tensor(position, dtype=torch.float32)[None],
+                       torch.as_tensor(target, dtype=torch.float32), torch.as_tensor(up, dtype=torch.float32))[0]
 
 
 def orbit_camera(azimuth_deg: float, elevation_deg: float, distance: float) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from orbitmesh.data.procedural import ProceduralConfig, make_sample
 from orbitmesh.data.render import SOURCE_INTRINSICS, orbit_camera, render_view
 from orbitmesh.data.sdf import Shape, grid_points
+from orbitmesh.models.lrm.camera import render_cameras as lrm_render_cameras
 
 
 @dataclass
@@ -38,12 +39,9 @@ def novel_cameras(count: int = 8, distance: float = 1.5) -> list[torch.Tensor]:
     return [orbit_camera(22.5 + 360.0 * k / count, 20.0 if k % 2 == 0 else -5.0, distance) for k in range(count)]
 
 
-def render_cameras(c2ws: list[torch.Tensor], intrinsics=SOURCE_INTRINSICS) -> torch.Tensor:
-    """(M, 3, 4) -> (1, M, 25) LRM render cameras (4x4 c2w + 3x3 normalised K)."""
-    fx, fy, cx, cy = intrinsics
-    k = torch.tensor([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=torch.float32)
-    rows = [torch.cat([torch.cat([c, torch.tensor([[0.0, 0, 0, 1]])]).reshape(16), k]) for c in c2ws]
-    return torch.stack(rows)[None]
+def render_cameras(c2ws: list[torch.Tensor]) -> torch.Tensor:
+    """(M, 3, 4) -> (1, M, 25) LRM render cameras with the source intrinsics."""
+    return lrm_render_cameras(torch.stack(c2ws), focal=SOURCE_INTRINSICS[0])[None]
 
 
 def threshold_of(model) -> float:

@@ -24,6 +24,9 @@ def look_at(positions: torch.Tensor, target: torch.Tensor | None = None,
     z = positions - target
     z = z / z.norm(dim=-1, keepdim=True)
     x = torch.linalg.cross(up.expand_as(z), z)
+    # Looking straight along ``up``: any right axis will do; take the one from world +y.
+    fallback = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]).expand_as(z), z)
+    x = torch.where(x.norm(dim=-1, keepdim=True) < 1e-6, fallback, x)
     x = x / x.norm(dim=-1, keepdim=True)
     y = torch.linalg.cross(z, x)
     y = y / y.norm(dim=-1, keepdim=True)
