@@ -121,6 +121,22 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
+def test_bf16_autocast_steps_train_with_float32_weights(tmp_path):
+    """precision = "bf16" (the CUDA default; here on the CPU, the same autocast path): the
+    transformer computes in bfloat16, the weights and the optimiser stay float32, and the loss falls."""
+    trainer = Trainer(tiny_config(tmp_path, train={"precision": "bf16"}), device="cpu", log=_quiet)
+    batch = _fixed_batch(trainer)
+    stage = trainer.cfg.stages[-1]
+    before = trainer.fixed_batch_loss(batch, stage)  # float32: evaluation runs without autocast
+    seen = []
+    trainer.model.transformer.layers[0].mlp[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    for _ in range(25):
+        assert torch.isfinite(torch.tensor(trainer.train_step(stage, 3e-3)["loss"]))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert trainer.fixed_batch_loss(batch, stage) < 0.8 * before
+
+
 def test_3d_only_stage_with_its_own_batch_size_and_lifting(tmp_path):
     """A stage with rays_per_sample = 0 trains on occupancy + surface colour alone, with its own
     batch size, and reduces those losses; the model here lifts image features onto its tokens."""
@@ -213,6 +229,35 @@ def test_fine_tune_from_an_exported_model(tmp_path):
     for name, value in first.model.state_dict().items():
         assert torch.equal(value, second.model.state_dict()[name]), name
     second.train_step(cfg.stages[0], 1e-3)
+
+
+def test_grow_an_exported_model_with_context_blocks_and_a_plane_refiner(tmp_path):
+    """init + [model.config] overrides: the new modules start as identities, so the grown model
+    gives the checkpoint's planes exactly; it then trains; overrides that change sizes are refused."""
+    model_cfg = copy.deepcopy(TINY["model"])
+    model_cfg["config"]["lift_samples"] = 4
+    first = Trainer(tiny_config(tmp_path, model=model_cfg), device="cpu", log=_quiet)
+    first.model.save_pretrained(tmp_path / "base")
+    grow = {"lift_stem_blocks": 2, "refine_dim": 8}
+    cfg = tiny_config(tmp_path / "grown", model={"init": str(tmp_path / "base"), "config": grow})
+    grown = Trainer(cfg, device="cpu", log=_quiet)
+    assert grown.model.refiner is not None and len(grown.model.lifting.stem.context) == 2
+    assert grown.model.config.lift_stem_blocks == 2 and grown.model.config.mesh_threshold == 10.0
+    base_sd = first.model.state_dict()
+    assert set(base_sd) < set(grown.model.state_dict())
+    batch = grown.batch(cfg.stages[0])
+    first.model.eval(), grown.model.eval()
+    with torch.no_grad():
+        assert torch.equal(first.model(batch.images, batch.source_camera),
+                           grown.model(batch.images, batch.source_camera))
+    grown.model.train()
+    refiner_out = grown.model.refiner.out.weight.detach().clone()
+    for _ in range(3):
+        grown.train_step(cfg.stages[0], 3e-3)
+    assert not torch.equal(refiner_out, grown.model.refiner.out.weight)  # the zero-started head learns
+    with pytest.raises(InputError, match="grown config"):
+        Trainer(tiny_config(tmp_path / "bad", model={"init": str(tmp_path / "base"), "config": {"triplane_dim": 6}}),
+                device="cpu", log=_quiet)
 
 
 def test_training_on_a_folder_of_renders(tmp_path):

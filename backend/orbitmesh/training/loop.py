@@ -32,9 +32,16 @@ RESUME_POOL = 128  # grown objects re-rendered when a run with a growing pool re
 
 # -- model ------------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig, model_dir: str | Path | None = None):
-    """A fresh LRM from preset + overrides, or the checkpoint named by ``model.init`` (fine-tuning)."""
+    """A fresh LRM from preset + overrides, or the checkpoint named by ``model.init`` (fine-tuning).
+
+    ``init`` with ``[model.config]`` overrides grows the checkpoint: the model is built from its
+    config plus the overrides, takes every checkpoint weight (same names, same shapes) and keeps
+    its initialisation only in the modules the overrides add (the lifting's context blocks and
+    the plane refiner start as identities, so the grown model starts as the checkpoint).
+    """
     from orbitmesh.models.lrm import LRM, LRMConfig, preset
 
+    overrides = dict(cfg.model.config)
     if cfg.model.init:
         from orbitmesh.models.registry import load_lrm, resolve_lrm_source
         from orbitmesh.settings import load_settings
@@ -42,17 +49,41 @@ def build_model(cfg: TrainConfig, model_dir: str | Path | None = None):
         model_dir = model_dir or load_settings().model_dir
         model = load_lrm(resolve_lrm_source(cfg.model.init, model_dir), model_dir=model_dir, device="cpu",
                          dtype=torch.float32, local_files_only=True)
-        return model.float().train()
+        if not overrides:
+            return model.float().train()
+        torch.manual_seed(cfg.train.seed)
+        grown = LRM(_with_overrides(model.config, overrides))
+        return load_grown(grown, model.state_dict()).train()
     base = preset(cfg.model.preset) if cfg.model.preset else LRMConfig()
-    data = base.to_dict()
-    overrides = dict(cfg.model.config)
-    enc = {**data["encoder"], **overrides.pop("encoder", {})}
-    config = LRMConfig.from_dict({**data, **overrides, "encoder": enc})
     torch.manual_seed(cfg.train.seed)
-    model = LRM(config)
+    model = LRM(_with_overrides(base, overrides))
     if cfg.train.init_pos_embed == "sincos":
         init_sincos_positions(model)
     return model.train()
+
+
+def _with_overrides(base, overrides: dict):
+    from orbitmesh.models.lrm import LRMConfig
+
+    data = base.to_dict()
+    overrides = dict(overrides)
+    enc = {**data["encoder"], **overrides.pop("encoder", {})}
+    return LRMConfig.from_dict({**data, **overrides, "encoder": enc})
+
+
+def load_grown(model, state_dict: dict[str, torch.Tensor]):
+    """Load ``state_dict`` into a model that may have more modules; every checkpoint tensor must
+    find its place (same name and shape), or the error names those that do not."""
+    own = model.state_dict()
+    lost = sorted(k for k in state_dict if k not in own)
+    wrong = sorted(k for k in state_dict if k in own and own[k].shape != state_dict[k].shape)
+    if lost or wrong:
+        raise InputError(f"the checkpoint does not fit the grown config: unused {lost[:4]}, "
+                         f"other shapes {wrong[:4]}",
+                         fix="[model.config] may only add modules (lift_stem_blocks, refine_dim), "
+                             "not change the checkpoint's sizes")
+    model.load_state_dict(state_dict, strict=False)
+    return model
 
 
 @torch.no_grad()

@@ -67,6 +67,9 @@ class LRMConfig:
     # points per token projected into the input image, and the width of its pixel stem.
     lift_samples: int = 0
     lift_stem_dim: int = 32
+    lift_stem_blocks: int = 0  # dilated residual blocks after the stem (context for each pixel's feature)
+    # Plane refiner (lifting.PlaneRefiner): 0 = off; else its width. Needs lift_samples > 0.
+    refine_dim: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, Mapping):
@@ -74,6 +77,9 @@ class LRMConfig:
         if self.transformer_dim % self.transformer_heads:
             raise ModelError(f"transformer_dim {self.transformer_dim} is not divisible by "
                              f"transformer_heads {self.transformer_heads}", fix="fix the model config")
+        if self.refine_dim and not self.lift_samples:
+            raise ModelError("refine_dim needs lift_samples > 0 (the refiner reuses the lifting's pixel stem)",
+                             fix="set lift_samples (e.g. 8) or refine_dim = 0")
         if self.triplane_high_res != 2 * self.triplane_low_res:
             raise ModelError("triplane_high_res must be twice triplane_low_res (one stride-2 deconv)",
                              fix="fix the model config")

@@ -17,7 +17,7 @@ from orbitmesh.models.lrm.camera import source_camera
 from orbitmesh.models.lrm.config import LRMConfig
 from orbitmesh.models.lrm.encoder import DinoEncoder
 from orbitmesh.models.lrm.grid import GridTables, query_grid_tables
-from orbitmesh.models.lrm.lifting import TokenLifting
+from orbitmesh.models.lrm.lifting import PlaneRefiner, TokenLifting
 from orbitmesh.models.lrm.renderer import RenderOptions, camera_rays, render_rays
 from orbitmesh.models.lrm.transformer import CameraEmbedder, TriplaneTransformer
 from orbitmesh.models.lrm.triplane import TriplaneDecoder, activate_density, sample_from_planes
@@ -54,6 +54,11 @@ class LRM(nn.Module):
         if config.lift_samples > 0:
             self.lifting = TokenLifting(config.encoder.hidden_size, config.lift_stem_dim, config.transformer_dim,
                                         config.triplane_low_res, config.lift_samples, config.box_warp,
+                                        config.bbox_max, config.lift_stem_blocks)
+        self.refiner = None
+        if config.refine_dim > 0:
+            self.refiner = PlaneRefiner(config.triplane_dim, config.lift_stem_dim + 3, config.refine_dim,
+                                        config.triplane_high_res, config.lift_samples, config.box_warp,
                                         config.bbox_max)
 
     @property
@@ -80,9 +85,15 @@ class LRM(nn.Module):
         if progress is not None:
             progress("encoder", 1, 1)
         mod = self.camera_embedder(camera.to(feats.dtype))
-        tokens = None if self.lifting is None else self.lifting(image, feats[:, 1:], camera)
+        maps = tokens = None
+        if self.lifting is not None:
+            maps = self.lifting.feature_maps(image, feats[:, 1:])
+            tokens = self.lifting.lift(maps, camera)
         block_progress = None if progress is None else (lambda i, n: progress("transformer", i, n))
-        return self.transformer(feats, mod, tokens=tokens, progress=block_progress)
+        planes = self.transformer(feats, mod, tokens=tokens, progress=block_progress)
+        if self.refiner is not None:  # stem features and RGB only: the patch grid is too coarse to add detail
+            planes = self.refiner(planes, maps[1:], camera)
+        return planes
 
     # -- planes -> fields ------------------------------------------------------------------
     def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
