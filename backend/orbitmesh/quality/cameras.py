@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from orbitmesh.errors import InputError
+from orbitmesh.models.lrm.camera import look_at as lrm_look_at
 
 # Nominal SV3D orbit camera (see the module docstring).
 SV3D_RADIUS = 2.0
@@ -65,16 +66,9 @@ def orbit_position(azimuth_deg: float, elevation_deg: float, radius: float) -> n
 
 
 def look_at(position, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """(3, 4) float32 cam-to-world of a camera at ``position`` looking at ``target``."""
-    pos = np.asarray(position, np.float64)
-    back = pos - np.asarray(target, np.float64)
-    back /= np.linalg.norm(back)
-    right = np.cross(np.asarray(up, np.float64), back)
-    if np.linalg.norm(right) < 1e-9:  # looking straight along up: any right axis will do
-        right = np.cross(np.array([0.0, 1.0, 0.0]), back)
-    right /= np.linalg.norm(right)
-    cam_up = np.cross(back, right)
-    return np.stack([right, cam_up, back, pos], axis=1).astype(np.float32)
+    """(3, 4) float32 cam-to-world of a camera at ``position`` looking at ``target`` (the LRM's convention)."""
+    return lrm_look_at(torch.tensor([position], dtype=torch.float32), torch.tensor(target, dtype=torch.float32),
+                       torch.tensor(up, dtype=torch.float32))[0].numpy()
 
 
 @dataclass(frozen=True)
