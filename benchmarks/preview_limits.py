@@ -68,14 +68,6 @@ def transformer_tokens(model, sample) -> torch.Tensor:
     return seen["x"]
 
 
-def tokens_to_planes(model, tokens: torch.Tensor) -> torch.Tensor:
-    """(1, 3 r^2, D) -> planes (1, 3, C, 2r, 2r) through the transformer's deconv (no refiner)."""
-    r = model.transformer.low_res
-    x = tokens.view(1, 3, r, r, -1).permute(0, 1, 4, 2, 3).reshape(3, -1, r, r)
-    x = model.transformer.deconv(x)
-    return x.view(1, 3, *x.shape[-3:])
-
-
 def run(args) -> dict:
     model, _ = load_model(args.model)
     for p in model.parameters():
@@ -100,7 +92,7 @@ def run(args) -> dict:
         if i < args.fits:
             plane_fit.append(fit_bound(model, lambda x: x, planes, points, truth))
             if model.refiner is None:  # with a refiner, tokens alone do not make the planes
-                token_fit.append(fit_bound(model, lambda x: tokens_to_planes(model, x),
+                token_fit.append(fit_bound(model, model.transformer.planes_from_tokens,
                                            transformer_tokens(model, sample), points, truth))
     pool = []
     for i in range(args.count):

@@ -82,7 +82,7 @@ class TriplaneTransformer(nn.Module):
 
         ``progress(step, total)`` (optional) is called after each block (it may raise to cancel).
         """
-        n, r = image_feats.shape[0], self.low_res
+        n = image_feats.shape[0]
         x = self.pos_embed.expand(n, -1, -1).to(image_feats.dtype)
         if tokens is not None:
             x = x + tokens.to(x.dtype)
@@ -90,7 +90,11 @@ class TriplaneTransformer(nn.Module):
             x = layer(x, image_feats, camera_embeddings)
             if progress is not None:
                 progress(i + 1, len(self.layers))
-        x = self.norm(x)
+        return self.planes_from_tokens(self.norm(x))
+
+    def planes_from_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens (N, 3 r^2, D) -> planes (N, 3, C, 2r, 2r) through the per-plane deconv."""
+        n, r = x.shape[0], self.low_res
         x = x.view(n, 3, r, r, -1).permute(0, 1, 4, 2, 3).reshape(n * 3, -1, r, r)  # (3N, D, r, r)
         x = self.deconv(x)
         return x.view(n, 3, *x.shape[-3:])
