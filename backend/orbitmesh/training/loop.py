@@ -74,14 +74,15 @@ def _with_overrides(base, overrides: dict):
 def load_grown(model, state_dict: dict[str, torch.Tensor]):
     """Load ``state_dict`` into a model that may have more modules; every checkpoint tensor must
     find its place (same name and shape), or the error names those that do not."""
-    own = model.state_dict()
-    lost = sorted(k for k in state_dict if k not in own)
-    wrong = sorted(k for k in state_dict if k in own and own[k].shape != state_dict[k].shape)
-    if lost or wrong:
-        raise InputError(f"the checkpoint does not fit the grown config: unused {lost[:4]}, "
-                         f"other shapes {wrong[:4]}",
+    from orbitmesh.errors import ModelError
+    from orbitmesh.models.lrm.loading import check_state_dict
+
+    try:
+        check_state_dict(model, state_dict, allow_missing=True)
+    except ModelError as exc:
+        raise InputError(f"the checkpoint does not fit the grown config: {exc.message}",
                          fix="[model.config] may only add modules (lift_stem_blocks, refine_dim), "
-                             "not change the checkpoint's sizes")
+                             "not change the checkpoint's sizes") from exc
     model.load_state_dict(state_dict, strict=False)
     return model
 

@@ -72,10 +72,14 @@ def to_model_keys(state_dict: Mapping[str, torch.Tensor], target_keys: set[str])
     return map_dino_keys(strip_prefix(state_dict), target_keys)
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise ModelError naming every missing/unexpected key and every shape mismatch."""
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+                     allow_missing: bool = False) -> None:
+    """Raise ModelError naming every missing/unexpected key and every shape mismatch.
+
+    ``allow_missing``: the model may have keys the checkpoint lacks (a model grown with new modules).
+    """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    missing = [] if allow_missing else sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
                    for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != tuple(expected[k].shape))
