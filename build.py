@@ -4,6 +4,8 @@
     python build.py                         # client package: dist/orbitmesh-<version>-client.zip
     python build.py --full linux-x64        # full package:   dist/orbitmesh-<version>-linux-x64.zip
     python build.py --full windows-x64 --full linux-x64 --torch-index-url https://download.pytorch.org/whl/cu124
+    python build.py --write-contract        # regenerate blender_addon/contract.py from GenerateRequest
+    python build.py --check                 # validate the manifest; fail when contract.py is stale
 
 * "client": the add-on only (any platform); it talks to ``orbitmesh serve``.
 * "full": the add-on plus, in ``wheels/``, the ``orbitmesh`` wheel built from ``backend/`` and its
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 ADDON_DIR = ROOT / "blender_addon"
 MANIFEST = "blender_manifest.toml"
+CONTRACT = ADDON_DIR / "contract.py"
 WHEELS_DIR = ROOT / "wheels"
 BUILD_DIR = ROOT / "build"
 PYTHON_VERSION = "3.11"  # Blender 4.2 - 5.0 embed CPython 3.11
@@ -77,6 +80,59 @@ def host_platform() -> str:
 
 class BuildError(Exception):
     """A problem the person running the build can fix (message says how)."""
+
+
+# ----- the add-on's generated contract ------------------------------------------------------
+
+
+def render_contract() -> str:
+    """The source of ``blender_addon/contract.py``: the generate settings of ``GenerateRequest`` as plain data.
+
+    The add-on cannot import the backend (it may talk to a server on another machine), so it gets a
+    generated copy; ``--check`` (and every build) fails when the copy is stale.
+    """
+    import pprint
+
+    backend = str(ROOT / "backend")
+    added = backend not in sys.path
+    if added:
+        sys.path.insert(0, backend)
+    try:
+        from orbitmesh.pipeline.request import addon_contract
+    finally:
+        if added:
+            sys.path.remove(backend)
+    data = addon_contract()
+    body = "\n".join(f"{key.upper()} = {pprint.pformat(value, width=110, sort_dicts=False)}"
+                     for key, value in data.items())
+    return ('"""The generate settings contract, generated from orbitmesh.pipeline.request.GenerateRequest.\n\n'
+            'Do not edit: run `python build.py --write-contract`. build.py --check and the tests fail when\n'
+            'this file is stale.\n"""\n\n' + body + "\n")
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def contract_is_current() -> bool:
+    return CONTRACT.is_file() and CONTRACT.read_text(encoding="utf-8") == render_contract()
+
+
+def write_contract() -> bool:
+    """Write contract.py when it differs (atomically); True when it changed."""
+    text = render_contract()
+    if CONTRACT.is_file() and CONTRACT.read_text(encoding="utf-8") == text:
+        return False
+    tmp = CONTRACT.with_suffix(".py.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, CONTRACT)
+    return True
+
+
+def check_contract() -> None:
+    if not contract_is_current():
+        raise BuildError(f"{_shown(CONTRACT)} is stale (GenerateRequest changed): "
+                         "run `python build.py --write-contract` and commit it")
 
 
 # ----- version and manifest ------------------------------------------------------------------
@@ -221,8 +277,20 @@ def _run(cmd: list[str]) -> None:
         raise BuildError(f"{cmd[2] if len(cmd) > 2 else cmd[0]} failed (exit {proc.returncode}):\n{tail}")
 
 
+# The orbitmesh[train] tools (training, procedural data, benchmarks): the runtime never imports them
+# (orbitmesh.cli.optional.TOOL_PACKAGES, checked by tests/test_build.py), so the add-on's wheel leaves them out.
+TOOL_PACKAGES = ("training", "data", "bench")
+
+
+def _ignore_tools(directory: str, names: list[str]) -> set[str]:
+    """copytree ignore: the tool packages directly under backend/orbitmesh (not other folders named so)."""
+    if Path(directory) == ROOT / "backend" / "orbitmesh":
+        return {n for n in names if n in TOOL_PACKAGES}
+    return set()
+
+
 def build_orbitmesh_wheel(out_dir: Path = WHEELS_DIR) -> Path:
-    """``pip wheel --no-deps`` of this repository (the orbitmesh package only)."""
+    """``pip wheel --no-deps`` of this repository: the orbitmesh runtime, without the training/bench tools."""
     out_dir.mkdir(parents=True, exist_ok=True)
     version = package_version()
     for old in out_dir.glob("orbitmesh-*.whl"):
@@ -234,8 +302,9 @@ def build_orbitmesh_wheel(out_dir: Path = WHEELS_DIR) -> Path:
         for name in ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in"):
             if (ROOT / name).is_file():
                 shutil.copy2(ROOT / name, src / name)
+        patterns = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
         shutil.copytree(ROOT / "backend", src / "backend",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+                        ignore=lambda d, names: patterns(d, names) | _ignore_tools(d, names))
         _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp, str(src)])
         built = sorted(Path(tmp).glob(f"orbitmesh-{version}-*.whl"))
         if not built:
@@ -376,9 +445,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-index-url", help="extra index for torch, e.g. https://download.pytorch.org/whl/cu124")
     parser.add_argument("--pip-arg", action="append", default=[], help="extra argument for pip download (repeatable)")
     parser.add_argument("--dist", default=str(ROOT / "dist"), help="output folder (default dist/)")
-    parser.add_argument("--check", action="store_true", help="only validate the source manifest")
+    parser.add_argument("--check", action="store_true",
+                        help="only validate the source manifest and that contract.py is current")
+    parser.add_argument("--write-contract", action="store_true",
+                        help="regenerate blender_addon/contract.py from GenerateRequest and stop")
     args = parser.parse_args(argv)
     try:
+        if args.write_contract:
+            changed = write_contract()
+            print(f"{_shown(CONTRACT)}: {'written' if changed else 'already current'}")
+            return 0
+        check_contract()
         version = package_version()
         manifest = load_manifest()
         errors = validate_manifest(manifest, version=version)

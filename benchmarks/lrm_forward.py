@@ -5,24 +5,14 @@
     python benchmarks/lrm_forward.py --dense                  # also the factorised full grid
     python benchmarks/lrm_forward.py --grid 256 --baseline full   # run the brute-force grid in full (minutes on a CPU)
     python benchmarks/lrm_forward.py --device cuda --dense
+    python benchmarks/lrm_forward.py --json
+
+From Python: ``orbitmesh.bench.lrm.run(grid=[256], dense=True)`` returns the same dict.
 """
 
-from __future__ import annotations
+import sys
 
-import argparse
-import json
-
-from orbitmesh.bench import lrm
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    lrm.add_arguments(parser)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    result = lrm.run(args)
-    print(json.dumps(result) if args.json else lrm.format_table(result))
-
+from orbitmesh.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", "lrm", *sys.argv[1:]]))

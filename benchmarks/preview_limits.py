@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from orbitmesh.bench.quality import load_model
 from orbitmesh.data.procedural import HELD_OUT_SEED_START, ProceduralConfig, make_sample
 from orbitmesh.data.render import SOURCE_INTRINSICS, render_view
 from orbitmesh.data.sdf import grid_points
-from orbitmesh.bench.quality import load_model
 from orbitmesh.training.evaluate import predicted_density, reconstruct, render_cameras, threshold_of, volumetric_iou
 
 GRID = 64

@@ -5,13 +5,25 @@
 
 Jobs run in a local ``orbitmesh serve`` or, "In Blender", in a child process using the
 bundled wheels; this package itself only needs the standard library, numpy and bpy.
-The bpy-facing modules are imported in ``register`` so that ``client``, ``backends`` and
-``jobs`` stay importable (and testable) without Blender.
+
+Layout (as glTF-Blender-IO keeps ``io/`` apart from ``blender/``):
+
+* ``contract.py``   -- generated from the backend's ``GenerateRequest`` (``python build.py --write-contract``).
+* ``core/``         -- bpy-free: errors, version, settings, HTTP client, backends, job list, session
+  state (running jobs, last health, server process), status line, PNG encoding, placement.
+* ``properties.py``, ``preferences.py``, ``panels.py`` -- Blender UI and data.
+* ``ops_generate.py`` (generate, cancel), ``ops_server.py`` (status check, start/stop server),
+  ``ops_jobs.py`` (re-import, open folder, regenerate, remove), ``ops_common.py`` (shared helpers).
+* ``importer.py`` (GLB into the scene), ``images.py`` (an image datablock as a file).
+
+The bpy modules are imported in ``register`` so that ``core`` stays importable (and testable)
+without Blender.
 """
 
 from __future__ import annotations
 
-_MODULES = ("properties", "preferences", "operators", "panels")
+# Registration order; unregistered in reverse (jobs are cancelled before the server stops).
+_MODULES = ("properties", "preferences", "ops_server", "ops_generate", "ops_jobs", "panels")
 
 
 def _modules():
@@ -23,10 +35,10 @@ def _modules():
 def _initial_check() -> None:
     import bpy
 
-    from . import operators
+    from . import ops_server
 
     try:
-        operators.check_status(bpy.context, wait=False)
+        ops_server.check_status(bpy.context, wait=False)
     except Exception as exc:  # the status line says it; never a traceback at startup
         print(f"OrbitMesh: backend check failed: {exc}")
 
@@ -34,11 +46,12 @@ def _initial_check() -> None:
 def register() -> None:
     import bpy
 
-    from . import jobs, preferences
+    from . import preferences
+    from .core import jobs, session
 
     for mod in _modules():
         mod.register()
-    jobs.set_job_list(jobs.JobList(preferences.user_dir() / "jobs.json"))
+    session.set_job_list(jobs.JobList(preferences.user_dir() / "jobs.json"))
     if not bpy.app.background:
         bpy.app.timers.register(_initial_check, first_interval=1.0)
 
@@ -46,10 +59,10 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from . import jobs
+    from .core import session
 
     if bpy.app.timers.is_registered(_initial_check):
         bpy.app.timers.unregister(_initial_check)
     for mod in reversed(_modules()):
         mod.unregister()
-    jobs.set_job_list(None)
+    session.set_job_list(None)

@@ -3,7 +3,8 @@
 glTF importer -> one mesh object named after the input, transforms baked, origin at the
 bottom centre, largest dimension scaled to ``size``, placed at the 3D cursor, selected and
 active, with the job's settings in custom properties. Everything happens inside the calling
-operator, so a single undo step removes it.
+operator, so a single undo step removes it. The placement arithmetic is ``core.placement``; the
+metadata comes from ``core.jobs.object_metadata``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from .core.errors import AddonError
+from .core.placement import fit_to_size
+
 PROP_PREFIX = "orbitmesh_"
-
-
-class ImportFailed(Exception):
-    def __init__(self, message: str, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
 
 
 def _vertex_array(mesh) -> np.ndarray:
@@ -35,23 +32,23 @@ def _vertex_array(mesh) -> np.ndarray:
 
 def import_glb(context, glb_path: str, *, name: str, size: float, location=None,
                metadata: dict[str, Any] | None = None):
-    """Import ``glb_path`` and return the new, selected and active mesh object."""
+    """Import ``glb_path`` and return the new, selected and active mesh object (AddonError when it cannot)."""
     if not os.path.isfile(glb_path):
-        raise ImportFailed(f"the result file is missing: {glb_path}", fix="regenerate the job")
+        raise AddonError(f"the result file is missing: {glb_path}", fix="regenerate the job")
     before = set(bpy.data.objects)
     try:
         result = bpy.ops.import_scene.gltf(filepath=glb_path)
     except RuntimeError as exc:
-        raise ImportFailed(f"Blender's glTF importer failed on {os.path.basename(glb_path)}: {exc}",
+        raise AddonError(f"Blender's glTF importer failed on {os.path.basename(glb_path)}: {exc}",
                            fix="check the file in the job folder; regenerate") from None
     if "FINISHED" not in result:
-        raise ImportFailed(f"Blender's glTF importer could not read {glb_path}", fix="regenerate the job")
+        raise AddonError(f"Blender's glTF importer could not read {glb_path}", fix="regenerate the job")
     new = [o for o in bpy.data.objects if o not in before]
     meshes = [o for o in new if o.type == "MESH"]
     if not meshes:
         for o in new:
             bpy.data.objects.remove(o)
-        raise ImportFailed("the GLB holds no mesh", fix="regenerate the job")
+        raise AddonError("the GLB holds no mesh", fix="regenerate the job")
     obj = meshes[0]
     if len(meshes) > 1:  # our GLBs hold one mesh; join anything else so the result stays one object
         with context.temp_override(active_object=obj, selected_editable_objects=meshes,
@@ -68,12 +65,9 @@ def import_glb(context, glb_path: str, *, name: str, size: float, location=None,
 
     co = _vertex_array(obj.data)
     if len(co) == 0:
-        raise ImportFailed("the generated mesh is empty", fix="try another image or a higher mesh resolution")
-    lo, hi = co.min(axis=0), co.max(axis=0)
-    extent = float((hi - lo).max())
-    scale = float(size) / extent if extent > 0 else 1.0
-    centre = Matrix.Translation((-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, -lo[2]))
-    obj.data.transform(Matrix.Scale(scale, 4) @ centre)
+        raise AddonError("the generated mesh is empty", fix="try another image or a higher mesh resolution")
+    scale, offset = fit_to_size(co.min(axis=0), co.max(axis=0), size)
+    obj.data.transform(Matrix.Scale(scale, 4) @ Matrix.Translation(offset))
     obj.data.update()
     obj.location = location if location is not None else context.scene.cursor.location
 

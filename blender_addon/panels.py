@@ -2,6 +2,7 @@
 
 ``draw_main`` / ``draw_jobs`` take any layout so tests can drive them with a recording stub.
 Drawing never does I/O beyond loading thumbnails (the backend status comes from a cached check).
+The settings drawn are the contract's panel settings, in contract order (:func:`draw_settings`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import os
 
 import bpy
 
-from . import jobs as joblist
 from . import preferences as prefs_mod
+from .core import jobs as joblist
+from .core import session
+from .core import settings as contract_settings
 
 STATUS_ICONS = {"submitting": "TIME", "queued": "TIME", "running": "PLAY", "done": "CHECKMARK",
                 "failed": "ERROR", "cancelled": "CANCEL"}
@@ -64,6 +67,29 @@ def draw_status(layout, context) -> None:
                      icon="PLAY")
 
 
+def draw_settings(layout, panel, st) -> None:
+    """Each panel setting of the contract: a choice as a row of buttons, the rest in a column; then Size."""
+    offered = set(st.modes.split(",")) if st.modes else None  # the modes the backend has (None: unknown)
+    col = None
+    for s in contract_settings.PANEL:
+        name = s["name"]
+        if s["type"] == "choice":
+            row = layout.row(align=True)
+            for value, _label, _description in s["choices"]:
+                sub = row.row(align=True)
+                sub.enabled = name != "mode" or offered is None or value in offered  # greyed out when lacking
+                sub.prop_enum(panel, name, value)
+            col = None
+            continue
+        col = col or layout.column(align=True)
+        if s["type"] == "str" and s["optional"]:  # empty: the backend's default, shown as a placeholder
+            hint = st.default_model if name == "model" else ""
+            col.prop(panel, name, text=s["label"], placeholder=hint or "backend default")
+        else:
+            col.prop(panel, name)
+    (col or layout.column(align=True)).prop(panel, "size")
+
+
 def draw_main(layout, context) -> None:
     panel = context.scene.orbitmesh
     st = context.window_manager.orbitmesh_state
@@ -77,19 +103,7 @@ def draw_main(layout, context) -> None:
     else:
         layout.prop(panel, "prompt", text="")
 
-    modes = set(st.modes.split(",")) if st.modes else {"fast", "quality"}
-    row = layout.row(align=True)
-    for mode in ("fast", "quality"):
-        sub = row.row(align=True)
-        sub.enabled = mode in modes  # greyed out when the backend lacks it
-        sub.prop_enum(panel, "mode", mode)
-    col = layout.column(align=True)
-    col.prop(panel, "model", text="Model", placeholder=st.default_model or "backend default")
-    col.prop(panel, "seed")
-    col.prop(panel, "mc_resolution")
-    col.prop(panel, "target_faces")
-    col.prop(panel, "texture_size")
-    col.prop(panel, "size")
+    draw_settings(layout, panel, st)
 
     row = layout.row()
     row.scale_y = 1.5
@@ -138,7 +152,7 @@ def draw_job(layout, rec: joblist.JobRecord) -> None:
 
 
 def draw_jobs(layout, context) -> None:
-    records = joblist.job_list().records
+    records = session.job_list().records
     if not records:
         layout.label(text="No jobs yet", icon="INFO")
         return

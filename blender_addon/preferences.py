@@ -10,8 +10,9 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from . import backends
-from .client import DEFAULT_URL
+from .core import backends
+from .core.client import DEFAULT_URL
+from .core.errors import AddonError
 
 ADDON_ID = __package__
 BACKENDS = [
@@ -75,7 +76,7 @@ def get_prefs(context=None):
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_ID)
     if addon is None:
-        raise backends.BackendError("the OrbitMesh add-on is not enabled", fix="enable it in Preferences > Add-ons")
+        raise AddonError("the OrbitMesh add-on is not enabled", fix="enable it in Preferences > Add-ons")
     return addon.preferences
 
 
@@ -118,12 +119,12 @@ def python_paths(prefs) -> list[str]:
 
 
 def make_backend(prefs):
-    """The backend the preferences select (raises BackendError when misconfigured)."""
+    """The backend the preferences select (raises AddonError when misconfigured)."""
     if prefs.backend == "SERVER":
         return backends.ServerBackend(prefs.server_url, token=prefs.server_token or None)
     if prefs.site_packages and not os.path.isdir(bpy.path.abspath(prefs.site_packages)):
-        raise backends.BackendError(f"the site-packages folder {prefs.site_packages} does not exist",
-                                    fix="correct it in the OrbitMesh add-on preferences")
+        raise AddonError(f"the site-packages folder {prefs.site_packages} does not exist",
+                         fix="correct it in the OrbitMesh add-on preferences")
     return backends.SubprocessBackend(sys.executable, python_paths(prefs),
                                       model_dir=bpy.path.abspath(prefs.model_dir) if prefs.model_dir else "",
                                       device=prefs.device)

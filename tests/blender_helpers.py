@@ -81,7 +81,7 @@ class RecordingLayout:
         def call(*args, **kwargs):
             if len(args) > len(names):
                 raise LayoutError(f"{name}() takes {len(names)} arguments, got {len(args)}")
-            bound = dict(zip(names, args))
+            bound = dict(zip(names, args, strict=False))  # fewer args than names is fine
             bound.update(kwargs)
             unknown = set(bound) - set(names)
             if unknown:
@@ -119,6 +119,54 @@ class RecordingLayout:
             return None
 
         return call
+
+
+def rna_properties(rna) -> list[dict]:
+    """Every property of an RNA struct (an operator's arguments, a property group) as plain data."""
+    out = []
+    for p in rna.properties:
+        if p.identifier == "rna_type":
+            continue
+        d = {"name": p.identifier, "type": p.type, "label": p.name, "description": p.description,
+             "skip_save": p.is_skip_save}
+        if p.type == "INT":
+            d.update(default=p.default, min=p.hard_min, max=p.hard_max)
+        elif p.type == "ENUM":
+            d.update(default=p.default, items=[i.identifier for i in p.enum_items])
+        elif p.type == "STRING":
+            d.update(default=p.default)
+        out.append(d)
+    return out
+
+
+def old_job_list_scenario(session, tmp: Path, image: str) -> dict:
+    """A jobs.json as the previous add-on version wrote it (six settings, no text_to_image_model) plus keys
+    this version does not know: it loads, says what it dropped, and its job regenerates."""
+    jobs_core = sys.modules[ADDON + ".core.jobs"]
+    record = {"id": "20250101-120000-old-ab12", "name": "a_product_photo_of_a_toy_tank", "backend": "server",
+              "source_kind": "image", "image_path": image, "prompt": "",
+              "settings": {"mode": "fast", "model": "tiny-random", "seed": 7, "mc_resolution": 64,
+                           "target_faces": 1000, "texture_size": 256, "guidance_scale": 3.5},
+              "size": 2.0, "status": "done", "stage": "export", "message": "done", "progress": 1.0, "eta_s": None,
+              "error": None, "work_dir": str(tmp / "gone"), "job_dir": "", "glb_path": str(tmp / "gone" / "a.glb"),
+              "preview_path": "", "remote_id": "r-old", "version": "0.1.0", "model": "tiny-random",
+              "object_name": "", "created": 1735732800.0, "finished": 1735732810.0, "thumbnail_id": 12}
+    path = tmp / "old-list" / "jobs.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"jobs": [record]}))
+    current = session.job_list()
+    try:
+        session.set_job_list(jobs_core.JobList(path))
+        res = {"warnings": list(session.job_list().warnings), "settings": dict(session.job_list().records[0].settings)}
+        before = snapshot()
+        res.update(call_op(bpy.ops.orbitmesh.regenerate, job_id=record["id"], wait=True))
+        new = [n for n in snapshot()["objects"] if n not in before["objects"]]
+        res["object"] = describe(bpy.data.objects[new[0]]) if len(new) == 1 else None
+        res["statuses"] = [r.status for r in session.job_list().records]
+        res["saved_settings"] = json.loads(path.read_text())["jobs"][0]["settings"]
+    finally:
+        session.set_job_list(current)
+    return res
 
 
 def draw_with_stub(draw, *args) -> list:
@@ -202,18 +250,18 @@ def generate_with_undo(**kw) -> dict:
     return res
 
 
-def cancel_when_stage(jobs_mod, stages: tuple[str, ...], info: dict, timeout: float = 120.0) -> threading.Thread:
+def cancel_when_stage(session, stages: tuple[str, ...], info: dict, timeout: float = 120.0) -> threading.Thread:
     """From another thread (no bpy), cancel the running job once it reaches one of ``stages``."""
 
     def run():
         t0 = time.time()
         while time.time() - t0 < timeout:
-            for job_id, handle in list(jobs_mod.ACTIVE.items()):
+            for job_id, handle in list(session.ACTIVE.items()):
                 s = handle.state()
                 if s.status == "running" and s.stage in stages:
                     info["cancelled_at_stage"] = s.stage
                     info["cancelled_at_progress"] = s.progress
-                    jobs_mod.request_cancel(job_id)
+                    session.request_cancel(job_id)
                     return
             time.sleep(0.02)
         info["cancel_timeout"] = True
@@ -223,21 +271,41 @@ def cancel_when_stage(jobs_mod, stages: tuple[str, ...], info: dict, timeout: fl
     return thread
 
 
-def cancel_scenario(jobs_mod, image: str) -> dict:
+def watch_progress(session, samples: list, stop: threading.Event) -> threading.Thread:
+    """From another thread (no bpy), record each change of (status, stage, progress) of the running jobs."""
+
+    def run():
+        last = None
+        while not stop.is_set():
+            for handle in list(session.ACTIVE.values()):
+                s = handle.state()
+                now = [s.status, s.stage, s.progress]
+                if now != last:
+                    samples.append(now)
+                    last = now
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def cancel_scenario(session, image: str) -> dict:
     info: dict = {}
     bpy.ops.ed.undo_push(message="before cancel")
     before = snapshot()
     cursor = list(bpy.context.scene.cursor.location)
     # Cancel from the earliest stages on, and give the job a mesh stage that takes a while: the
     # client sees stage changes only at its poll rate, and the tiny model's grid query is fast.
-    thread = cancel_when_stage(jobs_mod, CANCEL_STAGES, info)
+    thread = cancel_when_stage(session, CANCEL_STAGES, info)
     res = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True,
                   **dict(FAST, mc_resolution=160, target_faces=8000, texture_size=1024))
     thread.join(5)
-    rec = jobs_mod.job_list().records[0]
-    info.update(res, before=before, after=snapshot(), cursor_unchanged=list(bpy.context.scene.cursor.location) == cursor,
-                record_status=rec.status, record_id=rec.id, remote_id=rec.remote_id, work_dir=rec.work_dir,
-                glb_files=[p.name for p in Path(rec.work_dir).rglob("*.glb")], active_jobs=len(jobs_mod.ACTIVE),
+    rec = session.job_list().records[0]
+    info.update(res, before=before, after=snapshot(),
+                cursor_unchanged=list(bpy.context.scene.cursor.location) == cursor, record_status=rec.status,
+                record_id=rec.id, remote_id=rec.remote_id, work_dir=rec.work_dir,
+                glb_files=[p.name for p in Path(rec.work_dir).rglob("*.glb")], active_jobs=len(session.ACTIVE),
                 state_running=bpy.context.window_manager.orbitmesh_state.running)
     return info
 
@@ -273,7 +341,7 @@ def setup_scene(out: dict) -> None:
 
 def session_server(zip_path: str, out: dict) -> None:
     out["install"] = install(zip_path)
-    jobs_mod = sys.modules[ADDON + ".jobs"]
+    session = sys.modules[ADDON + ".core.session"]
     prefs = bpy.context.preferences.addons[ADDON].preferences
     tmp = Path(tempfile.mkdtemp(prefix="orbitmesh-addon-test-"))
     prefs.backend = "SERVER"
@@ -281,6 +349,10 @@ def session_server(zip_path: str, out: dict) -> None:
     prefs.python_path = sys.executable
     prefs.output_dir = str(tmp / "jobs")
     st = bpy.context.window_manager.orbitmesh_state
+
+    # The properties Blender registered for the generate operator and the panel.
+    out["properties"] = {"generate": rna_properties(bpy.ops.orbitmesh.generate.get_rna_type()),
+                         "panel": rna_properties(bpy.context.scene.orbitmesh.bl_rna)}
 
     # Panel + preferences before anything ran, for every source kind.
     panel = bpy.context.scene.orbitmesh
@@ -304,7 +376,7 @@ def session_server(zip_path: str, out: dict) -> None:
     setup_scene(out)
     image = str(SAMPLES / "a_product_photo_of_a_toy_tank.jpg")
     out["generate"] = generate_with_undo(image_path=image, size=2.0, seed=7, **FAST)
-    rec = jobs_mod.job_list().records[0]
+    rec = session.job_list().records[0]
     out["generate"]["record"] = {"status": rec.status, "remote_id": rec.remote_id, "glb_path": rec.glb_path,
                                  "work_dir": rec.work_dir, "id": rec.id}
     if rec.remote_id:
@@ -314,9 +386,9 @@ def session_server(zip_path: str, out: dict) -> None:
     # An image made in Blender and never saved: the add-on writes its pixels to a PNG.
     painted = paint_disc_image("painted disc")
     out["datablock"] = generate_with_undo(image_name=painted.name, size=0.5, **FAST)
-    out["datablock"]["input_png"] = sorted(p.name for p in Path(jobs_mod.job_list().records[0].work_dir).glob("*.png"))
+    out["datablock"]["input_png"] = sorted(p.name for p in Path(session.job_list().records[0].work_dir).glob("*.png"))
 
-    out["cancel"] = cancel_scenario(jobs_mod, image)
+    out["cancel"] = cancel_scenario(session, image)
     remote = out["cancel"]["remote_id"]
     deadline = time.time() + 60
     while remote and time.time() < deadline:
@@ -342,13 +414,12 @@ def session_server(zip_path: str, out: dict) -> None:
     st.modes = modes
 
     # Job list: re-import a finished job; regenerate it with the same settings.
-    done = next(r for r in jobs_mod.job_list().records if r.status == "done" and r.name.startswith("a_product"))
+    done = next(r for r in session.job_list().records if r.status == "done" and r.name.startswith("a_product"))
     before = snapshot()
     out["reimport"] = call_op(bpy.ops.orbitmesh.reimport, job_id=done.id)
     new = [n for n in snapshot()["objects"] if n not in before["objects"]]
     out["reimport"]["object"] = describe(bpy.data.objects[new[0]]) if len(new) == 1 else None
-    sys_ops = sys.modules[ADDON + ".operators"]
-    out["regenerate_kwargs"] = sys_ops.regenerate_kwargs(done)
+    out["regenerate_kwargs"] = sys.modules[ADDON + ".core.jobs"].regenerate_kwargs(done)
     before = snapshot()
     out["regenerate"] = call_op(bpy.ops.orbitmesh.regenerate, job_id=done.id, wait=True)
     new = [n for n in snapshot()["objects"] if n not in before["objects"]]
@@ -358,9 +429,10 @@ def session_server(zip_path: str, out: dict) -> None:
     st.running, st.job_id, st.stage, st.progress, st.eta_s, st.message = True, "x", "lrm", 0.42, 12.0, "encoder 1/1"
     out["draw_busy"] = draw_all_panels(bpy.context)
     st.running = False
-    out["job_statuses"] = [r.status for r in jobs_mod.job_list().records]
+    out["job_statuses"] = [r.status for r in session.job_list().records]
     jobs_file = Path(bpy.utils.extension_path_user(ADDON, create=False)) / "jobs.json"
     out["jobs_json_statuses"] = [j["status"] for j in json.loads(jobs_file.read_text())["jobs"]]
+    out["old_jobs"] = old_job_list_scenario(session, tmp, image)
     out["stop_server"] = call_op(bpy.ops.orbitmesh.stop_server)
     out["refresh_after_stop"] = call_op(bpy.ops.orbitmesh.refresh_status, wait=True)
     out["refresh_after_stop"].update(status_ok=st.status_ok, status_line=st.status_line)
@@ -368,7 +440,7 @@ def session_server(zip_path: str, out: dict) -> None:
 
 def session_inprocess(zip_path: str, out: dict) -> None:
     out["install"] = install(zip_path)
-    jobs_mod = sys.modules[ADDON + ".jobs"]
+    session = sys.modules[ADDON + ".core.session"]
     prefs_mod = sys.modules[ADDON + ".preferences"]
     prefs = bpy.context.preferences.addons[ADDON].preferences
     tmp = Path(tempfile.mkdtemp(prefix="orbitmesh-addon-test-"))
@@ -380,12 +452,18 @@ def session_inprocess(zip_path: str, out: dict) -> None:
     out["python_paths"] = prefs_mod.python_paths(prefs)
     out["refresh"] = call_op(bpy.ops.orbitmesh.refresh_status, wait=True)
     out["refresh"].update(status_ok=st.status_ok, status_line=st.status_line, modes=st.modes,
-                          orbitmesh_path=sys.modules[ADDON + ".operators"].LAST_HEALTH.get("inprocess", {}).get("path"))
+                          orbitmesh_path=session.LAST_HEALTH.get("inprocess", {}).get("path"))
     out["draw_ready"] = draw_all_panels(bpy.context)
     setup_scene(out)
     image = str(SAMPLES / "a_product_photo_of_a_toy_tank.jpg")
+    samples: list = []
+    stop = threading.Event()
+    watcher = watch_progress(session, samples, stop)
     out["generate"] = generate_with_undo(image_path=image, size=1.5, seed=3, **FAST)
-    rec = jobs_mod.job_list().records[0]
+    stop.set()
+    watcher.join(5)
+    out["generate"]["progress_samples"] = samples  # the backend's jsonl `progress`, as the add-on showed it
+    rec = session.job_list().records[0]
     job_json = Path(rec.job_dir) / "job.json" if rec.job_dir else None
     out["generate"]["record"] = {"status": rec.status, "job_dir": rec.job_dir, "glb_path": rec.glb_path,
                                  "work_dir": rec.work_dir}
@@ -393,7 +471,7 @@ def session_inprocess(zip_path: str, out: dict) -> None:
         job_json.is_file() else None
     out["generate"]["log"] = (Path(rec.work_dir) / "generate.log").read_text()[:2000]
 
-    out["cancel"] = cancel_scenario(jobs_mod, image)
+    out["cancel"] = cancel_scenario(session, image)
     out["cancel"]["job_json_statuses"] = [json.loads(p.read_text())["status"]
                                           for p in Path(out["cancel"]["work_dir"]).glob("*/job.json")]
 
@@ -406,7 +484,7 @@ def session_inprocess(zip_path: str, out: dict) -> None:
     before = snapshot()
     out["crash"] = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True)
     out["crash"].update(panel_error=st.error, unchanged=snapshot() == before,
-                        record_status=jobs_mod.job_list().records[0].status, blender_alive=True)
+                        record_status=session.job_list().records[0].status, blender_alive=True)
     prefs.site_packages = ""
     out["draw_after"] = draw_all_panels(bpy.context)
 
@@ -420,7 +498,7 @@ def main() -> int:
         out["fatal"] = traceback.format_exc()
     finally:
         try:  # never leave a server behind
-            sys.modules[ADDON + ".operators"].stop_server()
+            sys.modules[ADDON + ".core.session"].stop_server()
         except Exception:
             pass
         Path(out_path).write_text(json.dumps(out, indent=1, default=str))

@@ -14,12 +14,18 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = ROOT / "tests" / "blender_helpers.py"
+sys.path.insert(0, str(ROOT))
+
+from blender_addon.core import settings as addon_settings  # noqa: E402  (bpy-free)
+
+ADDON_VERSION = tomllib.loads((ROOT / "blender_addon" / "blender_manifest.toml").read_text())["version"]
 
 # build.py by path under its own name: a PyPI package called `build` may be installed too.
 _spec = importlib.util.spec_from_file_location("orbitmesh_build_script", ROOT / "build.py")
@@ -81,12 +87,14 @@ def check_imported(obj: dict, *, size: float, seed: int, backend: str) -> None:
     assert props["orbitmesh_seed"] == seed
     assert props["orbitmesh_model"] == "tiny-random"
     assert props["orbitmesh_version"] == "0.1.0"
+    assert props["orbitmesh_addon_version"] == ADDON_VERSION  # read from the manifest
     assert props["orbitmesh_backend"] == backend
     assert props["orbitmesh_size"] == pytest.approx(size)
     assert Path(props["orbitmesh_job_dir"]).is_dir()
     settings = json.loads(props["orbitmesh_settings"])
-    assert settings == {"mode": "fast", "model": "tiny-random", "seed": seed, "mc_resolution": 64,
-                        "target_faces": 1000, "texture_size": 256}
+    assert settings == {"mode": "fast", "model": "tiny-random", "text_to_image_model": "", "seed": seed,
+                        "mc_resolution": 64, "target_faces": 1000, "texture_size": 256}
+    assert list(settings) == list(addon_settings.NAMES)  # every contract setting, in contract order
 
 
 def calls_of(calls: list, name: str) -> list[dict]:
@@ -176,6 +184,19 @@ def test_reimport_and_regenerate_with_same_settings(server_run):
     assert obj["dimensions"] == pytest.approx(first["dimensions"], rel=1e-5)
 
 
+def test_old_job_list_loads_and_regenerates(server_run):
+    old = server_run["old_jobs"]
+    assert any("guidance_scale" in w for w in old["warnings"]) and any("thumbnail_id" in w for w in old["warnings"])
+    assert old["settings"] == {"mode": "fast", "model": "tiny-random", "text_to_image_model": "", "seed": 7,
+                               "mc_resolution": 64, "target_faces": 1000, "texture_size": 256}
+    assert old["result"] == ["FINISHED"], old["error"]
+    check_imported(old["object"], size=2.0, seed=7, backend="server")
+    first = server_run["generate"]["object"]
+    assert old["object"]["faces"] == first["faces"]  # same seed and settings as the job it repeats
+    assert old["statuses"] == ["done", "done"]  # the new job first, the old one kept
+    assert "guidance_scale" not in old["saved_settings"]  # rewritten in today's shape
+
+
 def test_job_list_is_persisted(server_run):
     statuses = server_run["job_statuses"]
     assert statuses == server_run["jobs_json_statuses"]
@@ -187,6 +208,38 @@ def test_status_line_after_server_stops(server_run):
     assert not res["status_ok"] and "cannot reach" in res["status_line"] and "fix:" in res["status_line"]
 
 
+def test_generate_operator_arguments_follow_the_contract(server_run):
+    props = {p["name"]: p for p in server_run["properties"]["generate"]}
+    # today's arguments, the contract's settings in their order after `prompt`
+    assert list(props) == ["image_path", "image_name", "prompt", *addon_settings.NAMES, "size", "wait"]
+    assert {"mode", "model", "text_to_image_model", "seed", "mc_resolution", "target_faces", "texture_size"} \
+        <= set(addon_settings.NAMES)
+    assert all(p["skip_save"] for p in props.values())
+    kinds = {"choice": "ENUM", "str": "STRING", "int": "INT"}
+    for s in addon_settings.SETTINGS:
+        p = props[s["name"]]
+        assert (p["type"], p["label"], p["description"]) == (kinds[s["type"]], s["label"], s["help"]), s["name"]
+        assert p["default"] == addon_settings.default(s)
+        if s["type"] == "choice":
+            assert p["items"] == addon_settings.choice_values(s["name"])
+        if s["type"] == "int":
+            assert p["min"] == s["minimum"]
+            assert p["max"] == (s["maximum"] if s["maximum"] <= 2**31 - 1 else 2**31 - 1)  # int32: wider is left out
+    assert props["seed"]["max"] == 2**31 - 1 and props["texture_size"]["max"] == 8192
+
+
+def test_panel_properties_follow_the_contract(server_run):
+    props = {p["name"]: p for p in server_run["properties"]["panel"]}
+    panel_names = [s["name"] for s in addon_settings.PANEL]
+    assert [n for n in props if n in addon_settings.BY_NAME] == panel_names
+    assert "text_to_image_model" not in props  # an operator argument only
+    texture = props["texture_size"]  # a dropdown of the presets
+    assert texture["type"] == "ENUM" and texture["items"] == ["512", "1024", "2048", "4096"]
+    assert texture["default"] == "1024"
+    assert props["mc_resolution"]["type"] == "INT" and props["mc_resolution"]["default"] == 256
+    assert (props["mc_resolution"]["min"], props["mc_resolution"]["max"]) == (32, 1024)
+
+
 def test_panels_draw_with_real_ui_api(server_run):
     assert "no property 'seeed'" in server_run["stub_catches_typo"]  # the stub does fail on typos
     idle = server_run["draw_idle"]
@@ -194,6 +247,9 @@ def test_panels_draw_with_real_ui_api(server_run):
         main = idle[source]["VIEW3D_PT_orbitmesh"]
         props = [kw["property"] for kw in calls_of(main, "prop")]
         assert prop in props and {"seed", "mc_resolution", "target_faces", "texture_size", "size"} <= set(props)
+        drawn = [p for p in props if p in addon_settings.BY_NAME or p == "size"]  # every panel setting, in order
+        assert drawn == [s["name"] for s in addon_settings.PANEL if s["type"] != "choice"] + ["size"]
+        assert [kw["value"] for kw in calls_of(main, "prop_enum")] == addon_settings.choice_values("mode")
         assert "orbitmesh.generate" in [kw["operator"] for kw in calls_of(main, "operator")]
         assert [kw["text"] for kw in calls_of(idle[source]["VIEW3D_PT_orbitmesh_jobs"], "label")] == ["No jobs yet"]
         assert "orbitmesh.start_server" in [kw["operator"] for kw in calls_of(idle[source]["preferences"], "operator")]
@@ -230,6 +286,10 @@ def test_generate_in_blender_backend(inprocess_run):
     assert Path(gen["record"]["job_dir"]).parent == Path(gen["record"]["work_dir"])
     assert gen["object"]["props"]["orbitmesh_job_dir"] == gen["record"]["job_dir"]
     assert gen["after_undo"] == gen["before"]
+    running = [p for status, _stage, p in gen["progress_samples"] if status == "running"]
+    assert any(0.0 < p < 1.0 for p in running), gen["progress_samples"]  # the jsonl events carry `progress`
+    assert running == sorted(running)  # and it never steps back
+    assert len({stage for status, stage, _ in gen["progress_samples"] if status == "running"}) >= 3
 
 
 def test_cancel_in_blender_backend(inprocess_run):

@@ -92,8 +92,9 @@ def test_client_zip(built):
     assert pkg.path.name == f"orbitmesh-{build.package_version()}-client.zip"
     with zipfile.ZipFile(pkg.path) as zf:
         names = zf.namelist()
-    assert {"blender_manifest.toml", "__init__.py", "client.py", "backends.py", "operators.py", "panels.py",
-            "importer.py", "preferences.py", "properties.py", "jobs.py"} <= set(names)
+    assert {"blender_manifest.toml", "__init__.py", "contract.py", "core/__init__.py", "core/client.py",
+            "core/backends.py", "core/jobs.py", "ops_generate.py", "ops_server.py", "ops_jobs.py", "panels.py",
+            "importer.py", "preferences.py", "properties.py"} <= set(names)
     assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith("wheels/") for n in names)
     manifest = manifest_of(pkg.path)
     assert "platforms" not in manifest and "wheels" not in manifest and "build" not in manifest
@@ -102,7 +103,7 @@ def test_client_zip(built):
 
 def test_addon_sources_compile_and_avoid_heavy_imports():
     heavy = {"torch", "diffusers", "transformers", "orbitmesh", "pymeshlab", "requests"}
-    for path in (ROOT / "blender_addon").glob("*.py"):
+    for path in (ROOT / "blender_addon").rglob("*.py"):
         py_compile.compile(str(path), doraise=True)
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
@@ -123,6 +124,12 @@ def test_full_zip_with_orbitmesh_wheel_only(built):
         names = wz.namelist()
     assert "orbitmesh/__init__.py" in names and "orbitmesh/cli/generate.py" in names
     assert not any(n.startswith(("tests/", "blender_addon/")) for n in names)
+    # The runtime only: the orbitmesh[train] tools stay out (the bench/train commands then print the install hint).
+    from orbitmesh.cli.optional import TOOL_PACKAGES
+
+    assert {f"orbitmesh.{p}" for p in build.TOOL_PACKAGES} == set(TOOL_PACKAGES)
+    assert not any(n.startswith(tuple(p.replace(".", "/") + "/" for p in TOOL_PACKAGES)) for n in names)
+    assert "orbitmesh/cli/optional.py" in names and "orbitmesh/cli/bench.py" in names
 
 
 def test_blender_accepts_both_manifests(built):
@@ -141,7 +148,8 @@ def test_dependency_download_command_and_exclusions(tmp_path, monkeypatch):
     def fake_run(cmd):  # no network here: record the pip command, drop wheels where pip would
         seen["cmd"] = cmd
         out = Path(cmd[cmd.index("-d") + 1])
-        for name in ("torch-2.5.1-cp311-cp311-manylinux_2_28_x86_64.whl", "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl",
+        for name in ("torch-2.5.1-cp311-cp311-manylinux_2_28_x86_64.whl",
+                     "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl",
                      "Pillow-11.0.0-cp311-cp311-manylinux_2_28_x86_64.whl", "orbitmesh-0.1.0-py3-none-any.whl",
                      "charset_normalizer-3.4.0-py3-none-any.whl"):
             (out / name).write_bytes(b"")
@@ -176,3 +184,20 @@ def test_cli_builds_and_prints_sizes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "orbitmesh-0.1.0-client.zip" in out and "MiB" in out
     assert json.loads(json.dumps(manifest_of(tmp_path / "orbitmesh-0.1.0-client.zip")))["id"] == "orbitmesh"
+
+
+def test_addon_contract_is_generated_and_current(tmp_path, monkeypatch, capsys):
+    from orbitmesh.pipeline.request import addon_contract
+
+    assert build.contract_is_current(), "run `python build.py --write-contract`"
+    namespace: dict = {}
+    exec(compile(build.CONTRACT.read_text(encoding="utf-8"), "contract.py", "exec"), namespace)
+    assert namespace["SETTINGS"] == addon_contract()["settings"]  # the generated file holds the contract's data
+    # A stale copy fails the check and every build, naming the fix; --write-contract mends it.
+    stale = tmp_path / "contract.py"
+    stale.write_text(build.CONTRACT.read_text(encoding="utf-8").replace("'seed'", "'seeds'"), encoding="utf-8")
+    monkeypatch.setattr(build, "CONTRACT", stale)
+    assert build.main(["--check"]) == 2
+    assert "--write-contract" in capsys.readouterr().err
+    assert build.main(["--write-contract"]) == 0 and build.contract_is_current()
+    assert build.main(["--check"]) == 0

@@ -110,9 +110,10 @@ def test_no_model_is_a_clear_error_before_any_job(tmp_path, image, monkeypatch):
 
 
 def test_model_resolution(tmp_path):
-    from orbitmesh.models.registry import MODELS, resolve_lrm_source
+    from orbitmesh.models.catalogue import get
+    from orbitmesh.models.registry import resolve_lrm_source
 
-    assert "CC-BY-NC 4.0" in MODELS["vfusion3d"].license_notice()
+    assert "CC-BY-NC 4.0" in get("vfusion3d").licence_notice()
     src = resolve_lrm_source("vfusion3d", tmp_path)
     assert (src.kind, src.location) == ("hub", "facebook/vfusion3d")
     assert resolve_lrm_source("facebook/vfusion3d", tmp_path).name == "vfusion3d"
@@ -166,7 +167,12 @@ def test_cli_jsonl_protocol(tmp_path, image):
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines[-1]["event"] == "done" and Path(lines[-1]["result"]["glb_path"]).is_file()
-    assert {"stage", "step", "total", "message", "eta_s"} <= set(lines[0]) and lines[0]["event"] == "progress"
+    assert lines[0]["event"] == "progress"
+    assert {"stage", "step", "total", "message", "eta_s", "progress"} <= set(lines[0])
+    overall = [e["progress"] for e in lines if e["event"] == "progress"]
+    assert overall == sorted(overall) and overall[0] < 0.05 and 0.9 < overall[-1] < 1.0  # weighted, monotone
+    stages = [e["stage"] for e in lines if e["event"] == "progress"]
+    assert list(dict.fromkeys(stages)) == ["preprocess", "lrm", "grid_query", "mesh", "export"]
     assert (tmp_path / "o.glb").is_file()
     bad = subprocess.run(cmd[:4] + [str(tmp_path / "missing.png")] + cmd[5:], capture_output=True, text=True,
                          timeout=120, env=env)

@@ -14,8 +14,13 @@ from orbitmesh.mesh import extract_surface
 from orbitmesh.models.lrm import LRM, tiny
 from orbitmesh.models.registry import tiny_random_lrm
 from orbitmesh.pipeline.orchestrator import StageContext
-from orbitmesh.pipeline.reconstruct import (GridQueryStage, band_density_grid, density_grid,
-                                            lrm_points_from_output, mesh_threshold)
+from orbitmesh.pipeline.reconstruct import (
+    GridQueryStage,
+    band_density_grid,
+    density_grid,
+    lrm_points_from_output,
+    mesh_threshold,
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +136,11 @@ def test_stage_band_default_and_brute_force_flag(random_lrm, monkeypatch):
         return ctx.state
 
     fast = run(GridQueryStage(32))
-    assert fast["grid_stats"]["method"] == "band" and steps[-1][1] == steps[-1][2]
+    assert fast.grid_stats["method"] == "band" and steps[-1][1] == steps[-1][2]
     slow = run(GridQueryStage(32, method="points"))
-    assert slow["grid_stats"]["method"] == "points" and slow["grid_stats"]["evaluated_fraction"] == 1.0
-    assert fast["threshold"] == slow["threshold"]
-    np.testing.assert_array_equal(fast["density"] > fast["threshold"], slow["density"] > slow["threshold"])
+    assert slow.grid_stats["method"] == "points" and slow.grid_stats["evaluated_fraction"] == 1.0
+    assert fast.threshold == slow.threshold
+    np.testing.assert_array_equal(fast.density > fast.threshold, slow.density > slow.threshold)
     monkeypatch.setenv("ORBITMESH_GRID_METHOD", "points")
     assert GridQueryStage(32).method == "points"
     monkeypatch.setenv("ORBITMESH_GRID_METHOD", "fastest")

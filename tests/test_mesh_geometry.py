@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orbitmesh.mesh import (clean_mesh, decimate, extract_surface, orient_outward, overlap_texels,
-                            unwrap_uv, vertex_normals)
+from orbitmesh.mesh import (
+    clean_mesh,
+    decimate,
+    extract_surface,
+    orient_outward,
+    overlap_texels,
+    unwrap_uv,
+    vertex_normals,
+)
 from orbitmesh.mesh.demo import sphere_torus_field
 
 R = 96

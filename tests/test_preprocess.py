@@ -414,10 +414,10 @@ def test_stage_writes_artefacts_and_state(tmp_path):
     pre = Image.open(job.path / "preprocessed.png")
     assert pre.size == (128, 128) and pre.mode == "RGB"
     saved_mask = np.asarray(Image.open(job.path / "mask.png")) > 127
-    assert np.array_equal(saved_mask, state["mask"])
-    assert iou(state["mask"], expected_output_mask(mask, 128, 0.2)) >= 0.9
-    assert state["image"].size == (128, 128) and state["preprocess"].method == "border"
-    assert state["warnings"][0] == "earlier" and "touches the image border" in state["warnings"][1]
+    assert np.array_equal(saved_mask, state.mask)
+    assert iou(state.mask, expected_output_mask(mask, 128, 0.2)) >= 0.9
+    assert state.image.size == (128, 128) and state.preprocess.method == "border"
+    assert state.warnings[0] == "earlier" and "touches the image border" in state.warnings[1]
     record = json.loads((job.path / "job.json").read_text())
     assert record["status"] == "done"
     assert {"input.jpg", "preprocessed.png", "mask.png"} <= set(record["artefacts"])
@@ -461,4 +461,4 @@ def test_stage_accepts_an_image_from_text_to_image(tmp_path):
     state, _ = Orchestrator([PreprocessStage(PreprocessConfig(size=96))]).run(
         job, state={"image": Image.fromarray(rgb)})
     assert (job.path / "input.png").is_file()
-    assert iou(state["mask"], expected_output_mask(mask, 96, 0.2)) >= 0.9
+    assert iou(state.mask, expected_output_mask(mask, 96, 0.2)) >= 0.9

@@ -12,8 +12,15 @@ from PIL import Image
 
 from orbitmesh.data.dataset import MultiViewData, folder_dataset, make_batch, procedural_dataset
 from orbitmesh.data.procedural import HELD_OUT_SEED_START, ProceduralConfig, make_sample, make_shape
-from orbitmesh.data.render import (camera_rays, look_at, orbit_camera, ray_sphere, render_view, source_camera,
-                                   sphere_trace)
+from orbitmesh.data.render import (
+    camera_rays,
+    look_at,
+    orbit_camera,
+    ray_sphere,
+    render_view,
+    source_camera,
+    sphere_trace,
+)
 from orbitmesh.data.sdf import Part, Shape, grid_points
 from orbitmesh.errors import InputError
 
@@ -225,27 +232,20 @@ def test_render_view_depth_uses_ray_distance():
     assert float(view.depth[0, 0]) == 0.0 and float(view.alpha[0, 0]) == 0.0
 
 
-def _readme_blender_script() -> str:
-    from conftest import ROOT
-
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("# render_orbitmesh_views.py")
-    return text[start:text.index("```", start)]
-
-
 @pytest.mark.blender
-def test_readme_blender_script_renders_a_matching_folder(tmp_path):
-    """The README's Blender script: cameras and silhouettes agree with our own renderer."""
+def test_render_views_script_renders_a_matching_folder(tmp_path):
+    """scripts/render_orbitmesh_views.py (docs/training.md): cameras and silhouettes agree with our renderer."""
+    import importlib.util
     import subprocess
     import sys
-
-    import importlib.util
 
     # find_spec, not an import: bpy must not load after pymeshlab in this process (embree clash);
     # Blender runs in its own subprocess below.
     if importlib.util.find_spec("bpy") is None:
         pytest.skip("bpy is not installed (pip install bpy==5.0.1)")
-    (tmp_path / "render.py").write_text(_readme_blender_script())
+    from conftest import ROOT
+
+    script = ROOT / "scripts" / "render_orbitmesh_views.py"
     runner = tmp_path / "run.py"
     runner.write_text(
         "import runpy, sys, bpy\n"
@@ -254,8 +254,8 @@ def test_readme_blender_script_renders_a_matching_folder(tmp_path):
         "s.render.engine = 'CYCLES'; s.cycles.samples = 4; s.cycles.device = 'CPU'\n"
         "s.render.threads_mode = 'FIXED'; s.render.threads = 1\n"
         "bpy.data.objects['Cube'].scale = (0.6, 0.3, 0.4)\n"
-        f"sys.argv = ['render.py', '--', {str(tmp_path / 'out')!r}, '3', '32']\n"
-        f"runpy.run_path({str(tmp_path / 'render.py')!r})\n")
+        f"sys.argv = ['blender', '-b', '-P', {str(script)!r}, '--', {str(tmp_path / 'out')!r}, '3', '32']\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
     done = subprocess.run([sys.executable, str(runner)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     data = folder_dataset(tmp_path / "out", input_size=32, view_size=32)

@@ -13,8 +13,7 @@ from orbitmesh.errors import ModelError
 from orbitmesh.jobs import JobFolder
 from orbitmesh.pipeline.orbit import OrbitConfig, OrbitResult, orbit_cameras
 from orbitmesh.pipeline.orchestrator import Orchestrator
-from orbitmesh.pipeline.quality import (AlignStage, QualityConfig, QualityMeshStage, RefineStage,
-                                        check_sv3d_available)
+from orbitmesh.pipeline.quality import AlignStage, QualityConfig, QualityMeshStage, RefineStage
 from orbitmesh.pipeline.reconstruct import GridQueryStage
 from orbitmesh.quality.align import AlignConfig
 from orbitmesh.quality.cameras import OrbitAlignment
@@ -50,13 +49,21 @@ def test_quality_stages_write_the_job_folder(tmp_path):
     cams_json = json.loads((job.path / "aligned_cameras.json").read_text())
     assert len(cams_json["frames"]) == 21 and len(cams_json["frames"][0]["c2w"]) == 3
     assert cams_json["skipped"] == ["orbit_07"] and "orbit_07" not in cams_json["frame_iou"]
-    assert any("orbit_07" in w for w in state["warnings"])
-    assert "orbit_07" in state["mesh_stats"]["views_skipped"]
+    assert any("orbit_07" in w for w in state.warnings)
+    assert "orbit_07" in state.mesh_stats["views_skipped"]
     assert (job.path / "model.glb").read_bytes()[:4] == b"glTF"
     assert {"align", "refine", "project", "mesh"} <= set(steps)
 
 
 def test_quality_mode_without_sv3d_is_refused_before_a_job(tmp_path):
-    with pytest.raises(ModelError, match="SV3D") as err:
-        check_sv3d_available("sv3d_p", tmp_path)
-    assert "fast" in err.value.fix
+    from orbitmesh.pipeline.generate import generate
+    from orbitmesh.pipeline.request import GenerateRequest
+    from orbitmesh.settings import load_settings
+
+    image = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    settings = load_settings(None, model_dir=tmp_path / "models", output_dir=tmp_path / "jobs")
+    with pytest.raises(ModelError, match="sv3d_p") as err:
+        generate(GenerateRequest(image_path=str(image), mode="quality", model="tiny-random"), settings=settings)
+    assert "quality mode" in err.value.message and "fast" in err.value.fix
+    assert not (tmp_path / "jobs").exists()  # refused before any job folder

@@ -58,7 +58,7 @@ def test_stage_writes_frames_and_cameras(pipe, object_png, tmp_path):
     # the reference replaces the azimuth-0 frame by the input itself
     with Image.open(job.path / "orbit_04.png") as last, Image.open(job.path / "orbit_input.png") as inp:
         assert np.array_equal(np.asarray(last), np.asarray(inp))
-    assert len(state["orbit"].frames) == 5
+    assert len(state.orbit.frames) == 5
 
 
 def test_same_seed_same_frames_other_seed_differs(pipe):

@@ -14,11 +14,11 @@ from PIL import Image
 
 from orbitmesh.errors import InputError, JobCancelled, ModelError
 from orbitmesh.jobs import JobFolder
+from orbitmesh.models import catalogue
+from orbitmesh.models.text_to_image import DEFAULT_MODEL, find_local_model, from_pretrained, model_family_defaults
 from orbitmesh.pipeline import Orchestrator, StageContext
 from orbitmesh.pipeline.prompting import NEGATIVE_PROMPT, PROMPT_TEMPLATE, build_prompt, validate_prompt
-from orbitmesh.pipeline.text_to_image import (DEFAULT_MODEL, TextToImageConfig, TextToImageStage,
-                                              choose_candidate, find_local_model, foreground_score, from_pretrained,
-                                              list_text_to_image_models, model_family_defaults)
+from orbitmesh.pipeline.text_to_image import TextToImageConfig, TextToImageStage, choose_candidate, foreground_score
 from orbitmesh.progress import ProgressTracker
 
 TINY_STEPS = 3
@@ -220,18 +220,22 @@ def test_family_defaults():
     assert model_family_defaults("/models/my-finetune", "StableDiffusionPipeline") == (30, 7.5)
 
 
-def test_model_list_has_licences_and_one_default(tmp_path):
-    rows = list_text_to_image_models(tmp_path)
-    assert [r["id"] for r in rows if r["default"]] == [DEFAULT_MODEL]
-    assert all(r["licence"] and r["licence_url"].startswith("https://") for r in rows)
-    default = next(r for r in rows if r["default"])
-    assert "non-commercial" in default["licence"].lower() and default["steps"] <= 4 and default["guidance_scale"] == 0
+def test_model_list_has_licences_and_one_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalogue, "default_hub_cache", lambda: tmp_path / "user-cache")  # not this machine's
+    entries = catalogue.models("text_to_image")
+    assert [e.name for e in entries if e.default] == [DEFAULT_MODEL]
+    assert all(e.licence and e.licence_url.startswith("https://") for e in entries)
+    default = catalogue.get(DEFAULT_MODEL)
+    assert "non-commercial" in default.licence.lower() and not default.commercial
+    assert default.text_to_image.steps <= 4 and default.text_to_image.guidance_scale == 0
     # A folder under the model dir named after the hub id counts as available (no network).
+    sd_turbo = catalogue.get("stabilityai/sd-turbo")
+    assert not sd_turbo.is_available(tmp_path)
     folder = tmp_path / "stabilityai" / "sd-turbo"
     folder.mkdir(parents=True)
     (folder / "model_index.json").write_text("{}")
     assert find_local_model("stabilityai/sd-turbo", tmp_path) == folder
-    assert next(r for r in list_text_to_image_models(tmp_path) if r["id"] == "stabilityai/sd-turbo")["available"]
+    assert sd_turbo.is_available(tmp_path)
 
 
 def test_missing_model_is_a_model_error_naming_licence_and_fix(tmp_path):
@@ -283,15 +287,15 @@ def test_stage_writes_image_records_prompts_and_reports_steps(tmp_path, tiny_mod
     tracker = ProgressTracker(listener=events.append)
     job, ctx = _run_stage(tmp_path, tiny_model, "a wooden chair", tracker=tracker)
     image_path = job.path / "prompt_image.png"
-    assert ctx.state["image_path"] == str(image_path)
+    assert ctx.state.image_path == str(image_path)
     with Image.open(image_path) as im:
         assert im.size == (64, 64) and im.mode == "RGB"
         pixels = np.asarray(im, dtype=np.float32)
     assert (pixels[:3] == 255).all() and pixels[24:40, 24:40].std() > 1.0  # white border, textured object
     assert foreground_score(Image.fromarray(pixels.astype(np.uint8)))[0] > 0.3
-    assert not ctx.state.get("warnings")
+    assert not ctx.state.warnings
     rec = json.loads((job.path / "job.json").read_text())["text_to_image"]
-    assert rec["prompt"] == "a wooden chair" and rec["effective_prompt"] == ctx.state["effective_prompt"]
+    assert rec["prompt"] == "a wooden chair" and rec["effective_prompt"] == ctx.state.effective_prompt
     assert rec["effective_prompt"].startswith("a wooden chair, ") and rec["negative_prompt"] == NEGATIVE_PROMPT
     assert rec["model"] == str(tiny_model) and rec["steps"] == TINY_STEPS and rec["guidance_scale"] == 5.0
     assert rec["negative_prompt_used"] and rec["seed"] == 7 and not rec["truncated"]
@@ -351,7 +355,7 @@ def test_overlong_prompt_in_the_stage_warns_and_records(tmp_path, tiny_model):
     job, ctx = _run_stage(tmp_path, tiny_model, raw, steps=1)
     rec = json.loads((job.path / "job.json").read_text())["text_to_image"]
     assert rec["prompt"] == raw and rec["truncated"] and len(rec["effective_prompt"]) < len(raw)
-    assert any("prompt too long" in w for w in ctx.state["warnings"])
+    assert any("prompt too long" in w for w in ctx.state.warnings)
 
 
 def test_bad_prompt_fails_before_loading_the_model(tmp_path):
@@ -396,7 +400,7 @@ def test_doctor_shows_the_default_text_to_image_model(tmp_path, capsys):
     from orbitmesh.cli import main
 
     assert main(["doctor", "--model-dir", str(tmp_path)]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("text-to-image default:"))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("text-to-image default:"))
     assert DEFAULT_MODEL in line and "non-commercial" in line
 
 

@@ -34,7 +34,8 @@ TINY = {
     "data": {"seed": 40, "count": 3, "views": 3, "view_size": 16, "points": 256, "validation_count": 0},
     "train": {"batch_size": 2, "lr": 3e-3, "warmup_steps": 1, "rays_per_sample": 64, "views_per_sample": 2,
               "points_per_sample": 128, "threads": 1, "ema_decay": 0.9},
-    "stages": [{"steps": 4, "render_size": 8, "samples_per_ray": 8}, {"steps": 4, "render_size": 16, "samples_per_ray": 12}],
+    "stages": [{"steps": 4, "render_size": 8, "samples_per_ray": 8},
+               {"steps": 4, "render_size": 16, "samples_per_ray": 12}],
     "loss": {"occupancy": 1.0, "surface_rgb": 1.0},
     "output": {"log_every": 100, "validate_every": 0, "checkpoint_every": 0, "calibrate_threshold": False},
 }

@@ -19,6 +19,7 @@ from typing import Any
 from orbitmesh import __version__, atomic
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
+TERMINAL = ("done", "failed", "cancelled")  # a job in one of these never changes again
 JOB_FILE = "job.json"
 
 

@@ -1,7 +1,9 @@
 """One progress/cancel callback that flows through every stage.
 
 A stage calls ``progress(stage, step, total, message)``; the callback may raise
-:class:`~orbitmesh.errors.JobCancelled` to stop the job between steps.
+:class:`~orbitmesh.errors.JobCancelled` to stop the job between steps. A
+:class:`ProgressTracker` is told the job's stage list by the orchestrator (``plan``) and adds the
+overall ``progress`` (0..1, weighted by :mod:`orbitmesh.pipeline.modes`) to every event.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from orbitmesh.errors import JobCancelled
+from orbitmesh.pipeline.modes import overall_progress
 
 
 class ProgressCallback(Protocol):
@@ -30,10 +33,11 @@ class ProgressEvent:
     message: str
     time: float
     eta_s: float | None = None
+    progress: float = 0.0  # overall 0..1 over the job's stages; never decreases within a job
 
     def to_dict(self) -> dict:
-        return {"stage": self.stage, "step": self.step, "total": self.total,
-                "message": self.message, "time": self.time, "eta_s": self.eta_s}
+        return {"stage": self.stage, "step": self.step, "total": self.total, "message": self.message,
+                "time": self.time, "eta_s": self.eta_s, "progress": self.progress}
 
 
 @dataclass
@@ -45,8 +49,13 @@ class ProgressTracker:
 
     listener: Callable[[ProgressEvent], None] | None = None
     latest: ProgressEvent | None = None
+    stages: list[str] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _stage_start: dict = field(default_factory=dict)
+
+    def plan(self, stages: Sequence[str]) -> None:
+        """The job's stages in order (the orchestrator calls this before the first stage)."""
+        self.stages = list(stages)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -62,7 +71,9 @@ class ProgressTracker:
         if total > 0 and step > start[1]:
             rate = (now - start[0]) / (step - start[1])
             eta = max(0.0, rate * (total - step))
-        self.latest = ProgressEvent(stage, step, total, message, now, eta)
+        done = max(self.latest.progress if self.latest else 0.0,
+                   overall_progress(self.stages, stage, step, total))
+        self.latest = ProgressEvent(stage, step, total, message, now, eta, done)
         if self.listener is not None:
             self.listener(self.latest)
         if self._cancel.is_set():

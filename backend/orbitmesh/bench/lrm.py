@@ -12,23 +12,15 @@ top-10% surface fills the box, so the band is also timed on an analytic object (
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import time
 from dataclasses import replace
+from typing import Sequence
 
+from orbitmesh.errors import InputError
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--grid", type=int, nargs="*", default=[256, 512], help="grid resolutions")
-    parser.add_argument("--dense", action="store_true", help="also time the factorised full grid")
-    parser.add_argument("--baseline", choices=("extrapolate", "full", "skip"), default="extrapolate",
-                        help="brute-force per-point grid: extrapolate from --chunks chunks, run in full, or skip")
-    parser.add_argument("--chunks", type=int, default=4, help="chunks timed when extrapolating the baseline")
-    parser.add_argument("--no-blob", action="store_true", help="skip the analytic-object band timings")
-    parser.add_argument("--config", default="vfusion3d", help="LRM preset (vfusion3d or tiny)")
+BASELINES = ("extrapolate", "full", "skip")
 
 
 def _peak_rss_mb() -> float:
@@ -36,16 +28,28 @@ def _peak_rss_mb() -> float:
     return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(*, device: str = "auto", threads: int = 0, grid: Sequence[int] = (256, 512), dense: bool = False,
+        baseline: str = "extrapolate", chunks: int = 4, blob: bool = True, config: str = "vfusion3d") -> dict:
+    """Build the ``config`` LRM preset with random weights on ``device`` and time it (see the module docstring).
+
+    ``threads``: torch CPU threads (0: torch's default); ``grid``: density grid resolutions;
+    ``dense``: also time the factorised full grid; ``baseline``: the brute-force per-point grid
+    ("extrapolate" from ``chunks`` chunks, "full" or "skip"); ``blob``: also time the band on an
+    analytic object.
+    """
+    if baseline not in BASELINES:
+        raise InputError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}",
+                         fix="e.g. baseline='extrapolate'")
+
     import torch
 
     from orbitmesh.device import resolve_device, resolve_dtype
     from orbitmesh.models.lrm import LRM, preset
     from orbitmesh.pipeline.reconstruct import autocast_context, band_density_grid
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(device)
     compute_dtype = resolve_dtype("auto", device)
     cuda = device == "cuda"
 
@@ -53,13 +57,13 @@ def run(args: argparse.Namespace) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    out: dict = {"config": args.config, "device": device, "threads": torch.get_num_threads(),
+    out: dict = {"config": config, "device": device, "threads": torch.get_num_threads(),
                  "compute_dtype": str(compute_dtype).replace("torch.", "")}
     import transformers.models.dinov2.modeling_dinov2  # noqa: F401  (import time is not build time)
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    model = LRM(preset(args.config)).eval().to(device)
+    model = LRM(preset(config)).eval().to(device)
     out["build_s"] = time.perf_counter() - t0
     out["parameters"] = sum(p.numel() for p in model.parameters())
     out["parameters_encoder"] = sum(p.numel() for p in model.encoder.parameters())
@@ -82,13 +86,13 @@ def run(args: argparse.Namespace) -> dict:
     out["planes_shape"] = "x".join(map(str, planes.shape[1:]))
     # random weights: the adaptive threshold (top-10% density), as the pipeline uses for random models
     model.config = replace(model.config, mesh_threshold=None)
-    for r in args.grid:
-        _time_grids(out, model, planes, r, args, sync)
-    if not args.no_blob:
-        blob = blob_field(model)  # overwrites the decoder: after the random-weight timings
+    for r in grid:
+        _time_grids(out, model, planes, r, sync, dense=dense, baseline=baseline, chunks=chunks)
+    if blob:
+        blob_planes = blob_field(model)  # overwrites the decoder: after the random-weight timings
         model.config = replace(model.config, mesh_threshold=1.0)
-        for r in args.grid:
-            (wall, cpu), band = _timed(lambda: band_density_grid(model, blob, r), sync)
+        for r in grid:
+            (wall, cpu), band = _timed(lambda r=r: band_density_grid(model, blob_planes, r), sync)
             out[f"grid_{r}_blob_band_s"], out[f"grid_{r}_blob_band_cpu_s"] = wall, cpu
             out[f"grid_{r}_blob_band_fraction"] = band.evaluated_fraction
     out["peak_rss_mb"] = _peak_rss_mb()
@@ -105,31 +109,30 @@ def _timed(fn, sync) -> tuple[tuple[float, float], object]:
     return (time.perf_counter() - t0, time.process_time() - c0), result
 
 
-def _time_grids(out: dict, model, planes, r: int, args: argparse.Namespace, sync) -> None:
+def _time_grids(out: dict, model, planes, r: int, sync, *, dense: bool, baseline: str, chunks: int) -> None:
     """Band (the pipeline default), optional dense, and the brute-force baseline at R = r."""
     import torch
 
-    from orbitmesh.pipeline.reconstruct import (GRID_CHUNK, band_density_grid, density_grid,
-                                                lrm_points_from_output)
+    from orbitmesh.pipeline.reconstruct import GRID_CHUNK, band_density_grid, density_grid, lrm_points_from_output
 
     (wall, cpu), band = _timed(lambda: band_density_grid(model, planes, r), sync)
     out[f"grid_{r}_s"], out[f"grid_{r}_cpu_s"] = wall, cpu
     out[f"grid_{r}_band_fraction"] = band.evaluated_fraction
-    if args.dense:
+    if dense:
         (wall, cpu), _ = _timed(lambda: density_grid(model, planes, r, method="dense"), sync)
         out[f"grid_{r}_dense_s"], out[f"grid_{r}_dense_cpu_s"] = wall, cpu
-    if args.baseline == "full":
+    if baseline == "full":
         (wall, cpu), _ = _timed(lambda: density_grid(model, planes, r, method="points"), sync)
         out[f"grid_{r}_points_s"], out[f"grid_{r}_points_cpu_s"] = wall, cpu
-    elif args.baseline == "extrapolate":
+    elif baseline == "extrapolate":
         # the per-point query on a few GRID_CHUNK-point x-slab chunks spread over the grid
         axis = torch.linspace(model.config.bbox_min, model.config.bbox_max, r, device=planes.device)
         yz = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
         slabs = max(1, GRID_CHUNK // (r * r))
         total_chunks = -(-r // slabs)
-        timed = min(args.chunks, total_chunks)
+        timed = min(chunks, total_chunks)
 
-        def chunks() -> None:
+        def timed_chunks() -> None:
             with torch.inference_mode():
                 for c in range(timed):
                     i0 = (c * total_chunks // timed) * slabs
@@ -137,7 +140,7 @@ def _time_grids(out: dict, model, planes, r: int, args: argparse.Namespace, sync
                     pts = torch.cat([xs.repeat_interleave(len(yz))[:, None], yz.repeat(len(xs), 1)], 1)
                     model.query_raw(planes, lrm_points_from_output(pts)[None])["sigma"].cpu()
 
-        (wall, cpu), _ = _timed(chunks, sync)
+        (wall, cpu), _ = _timed(timed_chunks, sync)
         out[f"grid_{r}_points_s_extrapolated"] = wall / timed * total_chunks
         out[f"grid_{r}_points_cpu_s_extrapolated"] = cpu / timed * total_chunks
         out[f"grid_{r}_points_chunks_timed"] = f"{timed} of {total_chunks}"

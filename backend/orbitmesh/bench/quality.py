@@ -7,12 +7,10 @@ uses seeds below 1,000,000, so S >= 1,000,000 is always held out); writes a cont
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from orbitmesh import atomic
-from orbitmesh.data.procedural import HELD_OUT_SEED_START
 from orbitmesh.errors import InputError
 
 PREVIEW_NAME = "orbitmesh-preview"
@@ -31,49 +29,44 @@ def load_model(name: str | None, device: str = "cpu"):
     return model.eval(), source.name
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=f"model to evaluate (default: {PREVIEW_NAME}, the bundled preview model)")
-    parser.add_argument("--count", type=int, default=100, help="number of procedural objects (default 100)")
-    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED_START,
-                        help=f"first object seed (default {HELD_OUT_SEED_START}; training seeds are below it)")
-    parser.add_argument("--grid", type=int, default=64, help="IoU/Chamfer grid resolution over [-1, 1]^3")
-    parser.add_argument("--views", type=int, default=8, help="novel views per object for PSNR")
-    parser.add_argument("--view-size", type=int, default=64, help="novel view resolution")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--sheet", default="orbitmesh-output/quality-contact-sheet.png",
-                        help="contact sheet PNG path (at most 16 rows)")
+def run(*, model: str | None = None, count: int = 100, seed: int | None = None, grid: int = 64, views: int = 8,
+        view_size: int = 64, device: str = "cpu", threads: int | None = None,
+        sheet: str | Path = "orbitmesh-output/quality-contact-sheet.png") -> dict:
+    """Score ``model`` (default: the bundled preview model) on ``count`` procedural objects from ``seed``.
 
-
-def run(args: argparse.Namespace) -> dict:
+    ``seed`` defaults to the first held-out seed (training seeds are below it); ``grid``: IoU/Chamfer
+    grid resolution over [-1, 1]^3; ``views`` novel views of ``view_size`` pixels per object for PSNR;
+    ``threads``: torch CPU threads; ``sheet``: the contact sheet PNG (at most 16 rows).
+    """
     import numpy as np
     import torch
 
+    from orbitmesh.data.procedural import HELD_OUT_SEED_START
     from orbitmesh.device import resolve_device
     from orbitmesh.training.evaluate import contact_sheet, score_object
 
-    if args.count < 1:
-        raise InputError(f"--count must be at least 1, got {args.count}", fix="e.g. --count 100")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}", fix=f"e.g. --seed {HELD_OUT_SEED_START}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    model, name = load_model(args.model, device)
+    seed = HELD_OUT_SEED_START if seed is None else seed
+    if count < 1:
+        raise InputError(f"--count must be at least 1, got {count}", fix="e.g. --count 100")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}", fix=f"e.g. --seed {HELD_OUT_SEED_START}")
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(device)
+    lrm, name = load_model(model, device)
     start = time.time()
-    scores = [score_object(model, args.seed + i, grid=args.grid, views=args.views, view_size=args.view_size)
-              for i in range(args.count)]
+    scores = [score_object(lrm, seed + i, grid=grid, views=views, view_size=view_size) for i in range(count)]
     seconds = time.time() - start
-    sheet = Path(args.sheet)
+    sheet = Path(sheet)
     with atomic.atomic_path(sheet) as tmp:
         contact_sheet(scores[:16]).save(tmp)
     return {
-        "model": name, "count": args.count, "seed": args.seed,
+        "model": name, "count": count, "seed": seed,
         "mean_iou": float(np.mean([s.iou for s in scores])),
         "mean_chamfer": float(np.mean([s.chamfer for s in scores])),
         "mean_psnr": float(np.mean([s.psnr for s in scores])),
-        "seconds": round(seconds, 2), "seconds_per_object": round(seconds / args.count, 3),
-        "grid": args.grid, "held_out": args.seed >= HELD_OUT_SEED_START, "threshold": float(model.config.mesh_threshold or 10.0),
+        "seconds": round(seconds, 2), "seconds_per_object": round(seconds / count, 3),
+        "grid": grid, "held_out": seed >= HELD_OUT_SEED_START, "threshold": float(lrm.config.mesh_threshold or 10.0),
         "device": device, "contact_sheet": str(sheet),
     }
 

@@ -11,26 +11,11 @@ IoU(rendered opacity > 0.5, mask > 0.5), before and after.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 
 import numpy as np
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=1_000_004, help="procedural object (held-out seeds >= 1e6)")
-    parser.add_argument("--view-size", type=int, default=64, help="orbit view size in pixels")
-    parser.add_argument("--steps", type=int, default=250, help="refinement steps")
-    parser.add_argument("--rays", type=int, default=1024, help="rays per refinement step")
-    parser.add_argument("--samples", type=int, default=16, help="stratified (= importance) samples per ray")
-    parser.add_argument("--channels", type=int, default=16, help="triplane channels")
-    parser.add_argument("--plane-size", type=int, default=64, help="triplane resolution")
-    parser.add_argument("--fit-steps", type=int, default=150, help="steps fitting the degraded triplane")
-    parser.add_argument("--freeze-decoder", action="store_true",
-                        help="optimise the planes only (default: planes + decoder MLP, lr 1e-3)")
-    parser.add_argument("--device", default="cpu")
 
 
 def degraded(shape, amount: float = 0.06, dilate: float = 0.03):
@@ -108,7 +93,14 @@ def render_orbit(shape, size: int):
     return images, masks, cams
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(*, seed: int = 1_000_004, view_size: int = 64, steps: int = 250, rays: int = 1024, samples: int = 16,
+        channels: int = 16, plane_size: int = 64, fit_steps: int = 150, freeze_decoder: bool = False,
+        device: str = "cpu") -> dict:
+    """Refine a degraded triplane of procedural object ``seed`` (held-out seeds >= 1e6) against its 21 orbit
+    views of ``view_size`` pixels: ``steps`` steps of ``rays`` rays with ``samples`` stratified (= importance)
+    samples each; the triplane has ``channels`` x ``plane_size``^2 planes, fitted to the degraded object in
+    ``fit_steps`` steps; ``freeze_decoder``: optimise the planes only (default: planes + decoder MLP, lr 1e-3).
+    """
     import torch
 
     from orbitmesh.data.procedural import make_shape
@@ -116,32 +108,32 @@ def run(args: argparse.Namespace) -> dict:
 
     t_all = time.perf_counter()
     torch.manual_seed(0)
-    shape = make_shape(args.seed)
+    shape = make_shape(seed)
     t0 = time.perf_counter()
-    images, masks, cams = render_orbit(shape, args.view_size)
+    images, masks, cams = render_orbit(shape, view_size)
     render_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     sdf, color = degraded(shape)
-    field, planes = fit_triplane(sdf, color, channels=args.channels, plane_size=args.plane_size,
-                                 steps=args.fit_steps, device=args.device)
+    field, planes = fit_triplane(sdf, color, channels=channels, plane_size=plane_size,
+                                 steps=fit_steps, device=device)
     fit_s = time.perf_counter() - t0
-    targets = make_targets(images, masks, cams, args.view_size, device=args.device)
-    eval_samples = max(32, args.samples)  # measure with more samples than the training rays use
+    targets = make_targets(images, masks, cams, view_size, device=device)
+    eval_samples = max(32, samples)  # measure with more samples than the training rays use
     rgb0, op0 = render_views(field, planes, targets, eval_samples)
     iou0 = silhouette_iou(op0, targets.mask)
-    cfg = RefineConfig(steps=args.steps, rays_per_step=args.rays, samples=args.samples, image_size=args.view_size,
-                       train_decoder=not args.freeze_decoder, decoder_lr=1e-3)
+    cfg = RefineConfig(steps=steps, rays_per_step=rays, samples=samples, image_size=view_size,
+                       train_decoder=not freeze_decoder, decoder_lr=1e-3)
     res = refine_triplane(field, planes, targets, cfg)
     rgb1, op1 = render_views(field, res.planes, targets, eval_samples)
     iou1 = silhouette_iou(op1, targets.mask)
     tgt = targets.rgb.reshape(rgb1.shape)
-    return {"bench": "refinement", "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "device": str(args.device),
-            "views": targets.views, "view_size": args.view_size, "steps": args.steps, "rays_per_step": args.rays,
-            "samples_per_ray": 2 * args.samples, "planes": list(planes.shape), "decoder_trained": cfg.train_decoder,
+    return {"bench": "refinement", "machine": f"{platform.machine()} {os.cpu_count()} CPUs", "device": str(device),
+            "views": targets.views, "view_size": view_size, "steps": steps, "rays_per_step": rays,
+            "samples_per_ray": 2 * samples, "planes": list(planes.shape), "decoder_trained": cfg.train_decoder,
             "silhouette_iou_before": round(iou0, 4), "silhouette_iou_after": round(iou1, 4),
             "rgb_mae_before": round(float((rgb0 - tgt).abs().mean()), 4),
             "rgb_mae_after": round(float((rgb1 - tgt).abs().mean()), 4),
-            "seconds": round(res.seconds, 3), "seconds_per_step": round(res.seconds / max(args.steps, 1), 4),
+            "seconds": round(res.seconds, 3), "seconds_per_step": round(res.seconds / max(steps, 1), 4),
             "seconds_render_views": round(render_s, 3), "seconds_fit_degraded": round(fit_s, 3),
             "seconds_total": round(time.perf_counter() - t_all, 3)}
 

@@ -12,7 +12,6 @@ blurred colour field (what an LRM's soft colour field gives), interpolated over 
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -20,16 +19,6 @@ import time
 import numpy as np
 
 SEED_ROTATION = 7
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frame-size", type=int, default=256, help="orbit frame size in pixels (SV3D: 576)")
-    parser.add_argument("--texture-size", type=int, default=512)
-    parser.add_argument("--target-faces", type=int, default=8000, help="faces of the perturbed mesh")
-    parser.add_argument("--jitter", type=float, default=0.003, help="vertex jitter along normals (world units)")
-    parser.add_argument("--blur", type=float, default=0.04, help="colour-field blur sigma (world units)")
-    parser.add_argument("--elevation", type=float, default=10.0)
-    parser.add_argument("--device", default="cpu", help="torch device for rasterising/projecting (cpu, cuda)")
 
 
 def textured_shape():
@@ -99,10 +88,15 @@ def blurred_fn(shape, sigma: float, samples: int = 24):
     return fn
 
 
-def run(args: argparse.Namespace) -> dict:
-    import torch
-
-    from orbitmesh.mesh import rasterize as rasterize_uv, unwrap_uv, vertex_normals
+def run(*, frame_size: int = 256, texture_size: int = 512, target_faces: int = 8000, jitter: float = 0.003,
+        blur: float = 0.04, elevation: float = 10.0, device: str = "cpu") -> dict:
+    """Texture a ``target_faces``-face perturbed mesh (vertices jittered by ``jitter`` world units along the
+    normals) with a ``texture_size``^2 texture from 21 orbit frames of ``frame_size`` pixels at ``elevation``
+    degrees, rasterised/projected on torch ``device``; the baseline colour field is blurred by ``blur``
+    (sigma, world units).
+    """
+    from orbitmesh.mesh import rasterize as rasterize_uv
+    from orbitmesh.mesh import unwrap_uv, vertex_normals
     from orbitmesh.pipeline.orbit import orbit_azimuths_deg
     from orbitmesh.quality.cameras import OrbitAlignment
     from orbitmesh.quality.project import View, project_texture
@@ -111,28 +105,28 @@ def run(args: argparse.Namespace) -> dict:
     t_all = time.perf_counter()
     shape = textured_shape()
     truth = albedo_fn(shape)
-    blurred = blurred_fn(shape, args.blur)
+    blurred = blurred_fn(shape, blur)
 
     t0 = time.perf_counter()
     tv, tf = shape_mesh(shape, 128, 60000)  # the known mesh
     align = OrbitAlignment()
     views = []
     for i, az in enumerate(orbit_azimuths_deg(21)):
-        cam = align.camera(float(az), args.elevation)
-        rgb, cover = render_colors(tv, tf, cam, args.frame_size, shape_albedo_on_surface(shape), supersample=2,
-                                   device=args.device)
+        cam = align.camera(float(az), elevation)
+        rgb, cover = render_colors(tv, tf, cam, frame_size, shape_albedo_on_surface(shape), supersample=2,
+                                   device=device)
         views.append(View(rgb, cover, cam, name=f"orbit_{i:02d}", azimuth_deg=float(az)))
     render_s = time.perf_counter() - t0
 
     # the perturbed copy: coarser, decimated, jittered along the normals, UV-unwrapped
-    v, f = shape_mesh(shape, 96, args.target_faces)
+    v, f = shape_mesh(shape, 96, target_faces)
     rng = np.random.default_rng(1)
-    v = (v + vertex_normals(v, f) * rng.normal(scale=args.jitter, size=(len(v), 1))).astype(np.float32)
-    uvm = unwrap_uv(v, f, texture_size=args.texture_size)
+    v = (v + vertex_normals(v, f) * rng.normal(scale=jitter, size=(len(v), 1))).astype(np.float32)
+    uvm = unwrap_uv(v, f, texture_size=texture_size)
 
     t1 = time.perf_counter()
-    res = project_texture(uvm.vertices, uvm.faces, uvm.uvs, views, args.texture_size, fill_fn=blurred,
-                          device=args.device)
+    res = project_texture(uvm.vertices, uvm.faces, uvm.uvs, views, texture_size, fill_fn=blurred,
+                          device=device)
     project_s = time.perf_counter() - t1
 
     flat = res.texture.reshape(-1, 3).astype(np.float32) / 255.0
@@ -142,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     gt = truth(pts)
     err_proj = float(np.abs(flat[idx] - gt).mean())
     # baseline: vertex colours of the blurred field, interpolated per texel
-    r = rasterize_uv(uvm.uvs, uvm.faces, args.texture_size, margin=1.0)
+    r = rasterize_uv(uvm.uvs, uvm.faces, texture_size, margin=1.0)
     order = np.argsort(r.texel)
     pos = order[np.searchsorted(r.texel[order], idx)]
     vcol = blurred(uvm.vertices)
@@ -150,8 +144,8 @@ def run(args: argparse.Namespace) -> dict:
     err_vc = float(np.abs(vc - gt).mean())
     err_all_fill = float(np.abs(flat[res.texel_index] - truth(res.texel_points)).mean())
     return {"bench": "texture-projection", "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-            "device": str(args.device), "frames": len(views), "frame_size": args.frame_size,
-            "texture_size": args.texture_size, "faces": int(len(uvm.faces)), "true_faces": int(len(tf)),
+            "device": str(device), "frames": len(views), "frame_size": frame_size,
+            "texture_size": texture_size, "faces": int(len(uvm.faces)), "true_faces": int(len(tf)),
             "seen_fraction": round(res.seen_fraction, 4),
             "mean_abs_error_visible": round(err_proj, 5),
             "mean_abs_error_vertex_colors": round(err_vc, 5),
@@ -173,5 +167,6 @@ def format_table(result: dict) -> str:
              f"  mean abs error, all texels (with fill)    {result['mean_abs_error_all_texels']:.4f}",
              f"  texels seen by some view                  {result['seen_fraction']:.1%}",
              f"  projection seconds                        {result['seconds']:.3f}",
-             f"  (rendering the 21 frames: {result['seconds_render_frames']:.2f} s; total {result['seconds_total']:.2f} s)"]
+             f"  (rendering the 21 frames: {result['seconds_render_frames']:.2f} s; "
+             f"total {result['seconds_total']:.2f} s)"]
     return "\n".join(lines)

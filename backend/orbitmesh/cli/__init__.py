@@ -1,6 +1,9 @@
 """The ``orbitmesh`` command line. One module per command; each has ``register(subparsers)``.
 
-Commands import their heavy dependencies (torch, models) only when they run.
+Commands import their heavy dependencies (torch, models) only when they run, so building the
+parser, ``--version``, ``--help``, ``doctor`` and ``serve --help`` work where torch is not
+installed (tests/test_front_door.py). The optional tools (training, data, benchmarks) are
+imported only by the ``train`` and ``bench`` commands (see :mod:`orbitmesh.cli.optional`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from orbitmesh import __version__
 from orbitmesh.errors import JobCancelled, OrbitMeshError
 
 # Module names under orbitmesh.cli, in the order `orbitmesh --help` lists them.
-COMMAND_MODULES = ("generate", "demo_mesh", "doctor", "bench", "serve", "verify_reference", "orbit", "convert_sv3d", "train")
+COMMAND_MODULES = ("generate", "demo_mesh", "doctor", "bench", "serve", "verify_reference", "orbit", "convert_sv3d",
+                   "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from orbitmesh.pipeline.request import cli_flag, default_settings, settings_spec
 from orbitmesh.progress import ProgressEvent, ProgressTracker
 from orbitmesh.settings import DEVICES, DTYPES, Settings, load_settings
+
+
+def add_request_args(parser: argparse.ArgumentParser) -> None:
+    """One option per GenerateRequest setting (``--mc-resolution`` ...), typed, bounded and explained by it."""
+    defaults = default_settings()
+    for name, spec in settings_spec().items():
+        default = defaults[name]
+        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": spec.help}
+        if spec.type == "choice":
+            kwargs["choices"] = spec.values
+        elif spec.type == "str":
+            kwargs["metavar"] = "NAME"
+        elif spec.type == "int":
+            kwargs["type"] = int
+            kwargs["metavar"] = "N"
+            kwargs["help"] += f" ({spec.minimum}..{spec.maximum}, default {default})"
+        parser.add_argument(cli_flag(name), **kwargs)
+
+
+def request_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """{setting: value} of the options :func:`add_request_args` added."""
+    return {name: getattr(args, name) for name in settings_spec()}
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:

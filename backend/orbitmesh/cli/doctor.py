@@ -1,30 +1,40 @@
-"""``orbitmesh doctor``: what this machine has, what is missing, and how to fix it."""
+"""``orbitmesh doctor``: what this machine has, what is missing, and how to fix it.
+
+Runs without torch, diffusers or transformers (it is how a user finds out they are missing):
+packages are probed with ``find_spec``, the models through the catalogue (disk only), and the
+device probe imports torch only when it is there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import platform
+import re
 import sys
 from importlib import metadata
 
 from orbitmesh import __version__
 from orbitmesh.cli.common import add_settings_args, settings_from_args
 
-# (distribution, import name, what it is for, how to install)
+# (distribution, import name, what it is for, a note on installing it). The version to install
+# comes from orbitmesh's own requirements (pyproject.toml).
 PARTS = (
-    ("torch", "torch", "all models", "pip install torch (CUDA build from pytorch.org for a GPU)"),
-    ("diffusers", "diffusers", "SV3D orbit views, text-to-image", "pip install diffusers"),
-    ("transformers", "transformers", "DINOv2/CLIP encoders", "pip install transformers"),
-    ("safetensors", "safetensors", "loading weights", "pip install safetensors"),
-    ("huggingface_hub", "huggingface_hub", "downloading models", "pip install huggingface_hub"),
-    ("numpy", "numpy", "mesh processing", "pip install numpy"),
-    ("pillow", "PIL", "images", "pip install pillow"),
-    ("scikit-image", "skimage", "marching cubes", "pip install scikit-image"),
-    ("pymeshlab", "pymeshlab", "mesh cleaning and decimation", "pip install pymeshlab"),
-    ("xatlas", "xatlas", "UV unwrapping", "pip install xatlas"),
-    ("rembg", "rembg", "background removal (optional; a built-in fallback exists)", "pip install rembg"),
+    ("torch", "torch", "all models", "for a GPU, the CUDA build from pytorch.org"),
+    ("diffusers", "diffusers", "SV3D orbit views, text-to-image", ""),
+    ("transformers", "transformers", "DINOv2/CLIP encoders", ""),
+    ("safetensors", "safetensors", "loading weights", ""),
+    ("huggingface_hub", "huggingface_hub", "downloading models", ""),
+    ("numpy", "numpy", "mesh processing", ""),
+    ("pillow", "PIL", "images", ""),
+    ("scikit-image", "skimage", "marching cubes", ""),
+    ("pymeshlab", "pymeshlab", "mesh cleaning and decimation", ""),
+    ("xatlas", "xatlas", "UV unwrapping", ""),
+    ("rembg", "rembg", "background removal (optional; a built-in fallback exists)", ""),
 )
+# What each kind's default model is for, when it is missing.
+MODEL_PURPOSE = {"lrm": "real objects (until then the bundled preview model is used)",
+                 "video": "quality mode", "text_to_image": "text to 3D (--prompt)"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,14 +43,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def install_command(dist: str, note: str = "") -> str:
+    """``pip install "<requirement>"`` with the version orbitmesh asks for (``torch>=2.1``)."""
+    requirement = dist
+    try:
+        for req in metadata.requires("orbitmesh") or []:
+            spec = req.split(";", 1)[0].strip()
+            if _normal(re.split(r"[\s<>=!~\[(]", spec, maxsplit=1)[0]) == _normal(dist):
+                requirement = spec
+                break
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        pass
+    return f'pip install "{requirement}"' + (f" ({note})" if note else "")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or stubbed-out package
+        return False
+
+
 def collect(settings) -> dict:
-    """Everything doctor prints, as a dict (the server's /health reuses parts of it)."""
+    """Everything doctor prints, as a dict."""
+    from orbitmesh.device import device_info
+    from orbitmesh.models import catalogue
+
     info: dict = {"orbitmesh": __version__, "python": sys.version.split()[0],
                   "platform": platform.platform(), "parts": {}, "missing": []}
-    for dist, module, purpose, fix in PARTS:
-        if importlib.util.find_spec(module) is None:
+    for dist, module, purpose, note in PARTS:
+        if not _installed(module):
             info["parts"][dist] = None
-            info["missing"].append({"part": dist, "for": purpose, "fix": fix})
+            info["missing"].append({"part": dist, "for": purpose, "fix": install_command(dist, note)})
         else:
             try:
                 info["parts"][dist] = metadata.version(dist)
@@ -48,33 +86,20 @@ def collect(settings) -> dict:
                 info["parts"][dist] = "installed"
     info["device"] = device_info(settings.device)
     info["settings"] = settings.to_dict()
-    info["model_dir_exists"] = settings.model_dir.is_dir()
-    from orbitmesh.pipeline.text_to_image import default_model_info
-
-    info["text_to_image"] = default_model_info(settings.model_dir)
+    model_dir = settings.model_dir
+    info["model_dir_exists"] = model_dir.is_dir()
     if not info["model_dir_exists"]:
-        info["missing"].append({"part": "model folder", "for": f"models ({settings.model_dir})",
+        info["missing"].append({"part": "model folder", "for": f"models ({model_dir})",
                                 "fix": "create it, or set model_dir in the config / ORBITMESH_MODEL_DIR"})
-    return info
-
-
-def device_info(requested: str = "auto") -> dict:
-    if importlib.util.find_spec("torch") is None:
-        return {"device": "unavailable (torch missing)"}
-    import torch
-
-    info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
-            "cuda_build": torch.version.cuda, "requested": requested}
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        free, total = torch.cuda.mem_get_info(0)
-        info.update(device="cuda", gpu=props.name, vram_total_gb=round(total / 2**30, 2),
-                    vram_free_gb=round(free / 2**30, 2))
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        info.update(device="mps")
-    else:
-        info.update(device="cpu", cpu_threads=torch.get_num_threads(),
-                    note="no GPU found: models run on the CPU (slow for real sizes)")
+    info["models"] = []
+    for entry in catalogue.models():
+        available = entry.is_available(model_dir)
+        info["models"].append({"name": entry.name, "kind": entry.kind, "licence": entry.licence,
+                               "commercial": entry.commercial, "available": available, "default": entry.default})
+        if entry.default and not available:
+            info["missing"].append({"part": f"{catalogue.KINDS[entry.kind]} model {entry.name}",
+                                    "for": MODEL_PURPOSE[entry.kind], "fix": entry.how_to_get(model_dir)})
+    info["text_to_image"] = next(m for m in info["models"] if m["kind"] == "text_to_image" and m["default"])
     return info
 
 
@@ -85,11 +110,17 @@ def run(args: argparse.Namespace) -> int:
     print("device:   " + ", ".join(f"{k}={v}" for k, v in dev.items()))
     print("settings: " + ", ".join(f"{k}={v}" for k, v in info["settings"].items()))
     t2i = info["text_to_image"]
-    print(f"text-to-image default: {t2i['id']} ({t2i['licence']}; "
+    print(f"text-to-image default: {t2i['name']} ({t2i['licence']}; "
           f"{'installed' if t2i['available'] else 'not downloaded'})")
     print("parts:")
     for name, version in info["parts"].items():
         print(f"  {name:<16} {version or 'MISSING'}")
+    print("models:")
+    width = max(len(m["name"]) for m in info["models"])
+    print(f"  {'name':<{width}}  {'kind':<13}  available  commercial  licence")
+    for m in info["models"]:
+        print(f"  {m['name']:<{width}}  {m['kind']:<13}  {'yes' if m['available'] else 'no':<9}  "
+              f"{'yes' if m['commercial'] else 'no':<10}  {m['licence']}")
     if info["missing"]:
         print("missing:")
         for m in info["missing"]:

@@ -1,7 +1,8 @@
 """``orbitmesh generate IMAGE -o OUT.glb``: image (or ``--prompt``) to textured mesh (fast mode).
 
 ``--progress jsonl`` prints one JSON object per line on stdout (the add-on's subprocess
-protocol): {"event": "progress", "stage", "step", "total", "message", "eta_s"}, then
+protocol): {"event": "progress", "stage", "step", "total", "message", "eta_s", "progress"} (progress:
+0..1 over the whole job), then
 {"event": "done", "result": {...}} or {"event": "error", "message", "fix"} or
 {"event": "cancelled"}. SIGTERM cancels the job at its next progress step (the job folder
 is then marked cancelled and no GLB is left).
@@ -14,7 +15,13 @@ import json
 import signal
 import sys
 
-from orbitmesh.cli.common import add_settings_args, console_progress, settings_from_args
+from orbitmesh.cli.common import (
+    add_request_args,
+    add_settings_args,
+    console_progress,
+    request_settings_from_args,
+    settings_from_args,
+)
 from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
 from orbitmesh.progress import ProgressEvent, ProgressTracker
 
@@ -26,14 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("image", nargs="?", help="input image (or use --prompt)")
     parser.add_argument("--prompt", help="text prompt instead of an image (needs a text-to-image model)")
     parser.add_argument("-o", "--output", help="also copy the GLB here (.glb)")
-    parser.add_argument("--model", help="LRM: vfusion3d, tiny-random, a hub id, a folder or a weights file "
-                                        "(default: the best model in the model folder)")
-    parser.add_argument("--mode", choices=("fast", "quality"), default="fast")
-    parser.add_argument("--mc-resolution", type=int, default=256, help="density grid resolution (default 256)")
-    parser.add_argument("--target-faces", type=int, default=20000)
-    parser.add_argument("--texture-size", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--text-to-image-model", help="text-to-image model for --prompt (hub id or folder)")
+    add_request_args(parser)
     parser.add_argument("--progress", choices=("text", "jsonl"), default="text",
                         help="progress on stderr as text, or JSON lines on stdout")
     parser.add_argument("--quiet", action="store_true", help="no text progress")
@@ -52,7 +52,7 @@ def _tracker(mode: str, quiet: bool) -> ProgressTracker:
 
     def show(event: ProgressEvent) -> None:
         _emit({"event": "progress", "stage": event.stage, "step": event.step, "total": event.total,
-               "message": event.message, "eta_s": event.eta_s})
+               "message": event.message, "eta_s": event.eta_s, "progress": event.progress})
 
     return ProgressTracker(listener=show)
 
@@ -95,10 +95,8 @@ def _generate(args: argparse.Namespace, tracker: ProgressTracker):
 
     if (args.image is None) == (args.prompt is None):
         raise InputError("give exactly one of IMAGE or --prompt", fix="orbitmesh generate photo.png -o out.glb")
-    request = GenerateRequest(image_path=args.image, prompt=args.prompt, mode=args.mode, model=args.model,
-                              text_to_image_model=args.text_to_image_model, seed=args.seed,
-                              mc_resolution=args.mc_resolution, target_faces=args.target_faces,
-                              texture_size=args.texture_size, output=args.output)
+    request = GenerateRequest(image_path=args.image, prompt=args.prompt, output=args.output,
+                              **request_settings_from_args(args))
     settings = settings_from_args(args)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: tracker.cancel())  # cancel cleanly at the next step

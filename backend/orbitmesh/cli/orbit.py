@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orbitmesh.errors import InputError
     from orbitmesh.jobs import JobFolder
     from orbitmesh.pipeline.orbit import CAMERAS_FILE, OrbitConfig, OrbitStage
     from orbitmesh.pipeline.orchestrator import Orchestrator
-    from orbitmesh.errors import InputError
 
     image = Path(args.image)
     if not image.is_file():
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                            settings={"command": "orbit", "image": str(image), **cfg.__dict__,
                                      **settings.to_dict()})
     state, _ = Orchestrator([stage]).run(job, console_progress(args.quiet), state={"image_path": str(image)})
-    timings = state["orbit"].timings
-    print(f"wrote {len(state['orbit'].frames)} frames and {CAMERAS_FILE} to {job.path} "
+    timings = state.orbit.timings
+    print(f"wrote {len(state.orbit.frames)} frames and {CAMERAS_FILE} to {job.path} "
           f"(sampling {timings.get('sample', 0):.1f} s)")
     return 0

@@ -15,14 +15,17 @@ DEFAULT_PORT = 8765
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the HTTP server the Blender add-on talks to (loopback only by default)")
+    parser = sub.add_parser("serve",
+                            help="run the HTTP server the Blender add-on talks to (loopback only by default)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need "
                                                              "--allow-remote and a token)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--model", help="default model for jobs that do not name one")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload (default 50)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
-    parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default $ORBITMESH_TOKEN)")
+    parser.add_argument("--token", default=None,
+                        help="require 'Authorization: Bearer TOKEN' (default $ORBITMESH_TOKEN)")
     parser.add_argument("--quiet", action="store_true", help="do not log every request")
     add_settings_args(parser)  # --output-dir is the jobs root
     parser.set_defaults(func=run)

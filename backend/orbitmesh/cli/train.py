@@ -21,9 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orbitmesh.cli.common import console_progress
-    from orbitmesh.training import Trainer, load_config
+    from orbitmesh.cli.optional import import_tool
 
-    cfg = load_config(args.config)
+    training = import_tool("orbitmesh.training", "train")  # the optional orbitmesh[train] part
+    cfg = training.load_config(args.config)
     if args.device:
         cfg.train.device = args.device
     if args.output_dir:
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         for st in cfg.stages:
             st.steps = max(1, round(st.steps * args.steps_scale))
     # The trainer prints its own progress lines; the tracker only carries cancellation.
-    summary = Trainer(cfg, progress=console_progress(quiet=True)).run(resume=args.resume, overwrite=args.overwrite)
+    trainer = training.Trainer(cfg, progress=console_progress(quiet=True))
+    summary = trainer.run(resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2, default=float))
     return 0

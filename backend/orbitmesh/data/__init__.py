@@ -1,0 +1,1 @@
+"""Procedural training data: SDF shapes, a sphere tracer, multi-view datasets (part of ``orbitmesh[train]``)."""

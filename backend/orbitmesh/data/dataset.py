@@ -42,8 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from orbitmesh import atomic
-from orbitmesh.data.procedural import (HELD_OUT_SEED_START, ProceduralConfig, make_sample, occupancy_points,
-                                      surface_points)
+from orbitmesh.data.procedural import (
+    HELD_OUT_SEED_START,
+    ProceduralConfig,
+    make_sample,
+    occupancy_points,
+    surface_points,
+)
 from orbitmesh.data.render import pixel_rays, shade
 from orbitmesh.errors import InputError
 

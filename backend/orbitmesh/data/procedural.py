@@ -178,7 +178,8 @@ def surface_points(shape: Shape, count: int, rng: np.random.Generator) -> torch.
     if close.shape[0] < count:  # rare (tiny objects): keep the best of the rest
         rest = cand[shape.sdf(cand).abs().argsort()]
         close = torch.cat([close, rest[: count - close.shape[0]]])
-    return close[torch.randperm(close.shape[0], generator=torch.Generator().manual_seed(int(rng.integers(1 << 31))))[:count]]
+    order = torch.randperm(close.shape[0], generator=torch.Generator().manual_seed(int(rng.integers(1 << 31))))
+    return close[order[:count]]
 
 
 def occupancy_points(shape: Shape, count: int, rng: np.random.Generator, near_surface: float = 0.6,

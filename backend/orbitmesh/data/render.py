@@ -69,7 +69,8 @@ def pixel_rays(c2w: torch.Tensor, intrinsics, u: torch.Tensor, v: torch.Tensor) 
     return c2w[:, 3].expand_as(dirs).contiguous(), dirs
 
 
-def ray_sphere(origins: torch.Tensor, dirs: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ray_sphere(origins: torch.Tensor, dirs: torch.Tensor,
+               radius: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Closed-form intersection of unit-direction rays with a centred sphere: (t_near, t_far, hit)."""
     b = (origins * dirs).sum(-1)
     c = (origins * origins).sum(-1) - radius * radius

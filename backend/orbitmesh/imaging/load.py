@@ -70,9 +70,11 @@ def _load_file(fh, name: str) -> Image.Image:
         raise InputError(f"{name} is too large to decode safely ({exc})",
                          fix=f"resize it to at most {MAX_SIDE} px per side") from None
     except UnidentifiedImageError:
-        raise InputError(f"{name} is not an image Pillow can read", fix="use a PNG, JPEG, WebP, TIFF or BMP file") from None
+        raise InputError(f"{name} is not an image Pillow can read",
+                         fix="use a PNG, JPEG, WebP, TIFF or BMP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{name} cannot be read as an image: {exc}", fix="re-export the image as PNG or JPEG") from None
+        raise InputError(f"{name} cannot be read as an image: {exc}",
+                         fix="re-export the image as PNG or JPEG") from None
     with im:
         _check_size(im.size, name)  # header only: nothing decoded yet
         return _finish(_to_rgba(_decode(im, name)), name)

@@ -24,7 +24,6 @@ from orbitmesh.mesh.isolate import ChildCrashed, call_isolated, can_fork
 from orbitmesh.mesh.uv_repair import grid_atlas, move_apart, overlapping_faces
 from orbitmesh.mesh.xatlas_worker import run_xatlas
 
-
 log = logging.getLogger(__name__)
 
 REPAIR_ROUNDS = 3  # move_apart rounds before the grid fallback atlas

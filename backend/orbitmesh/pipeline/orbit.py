@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image
 
 from orbitmesh.errors import InputError
+from orbitmesh.pipeline import modes
 from orbitmesh.pipeline.orchestrator import StageContext
 from orbitmesh.progress import ProgressCallback, null_progress
 
-STAGE = "orbit"
+STAGE = modes.ORBIT
 CAMERAS_FILE = "orbit_cameras.json"
 
 
@@ -122,7 +123,8 @@ def tensor_to_images(x) -> list[Image.Image]:
     return [Image.fromarray(a, "RGB") for a in arr]
 
 
-def generate_orbit(pipe, image: Image.Image, cfg: OrbitConfig, progress: ProgressCallback = null_progress) -> OrbitResult:
+def generate_orbit(pipe, image: Image.Image, cfg: OrbitConfig,
+                   progress: ProgressCallback = null_progress) -> OrbitResult:
     """Run SV3D on a preprocessed (size x size, object on white) image. ``progress('orbit', step,
     total)`` after encoding, after every sampling step (it may raise JobCancelled) and after decoding."""
     import torch
@@ -225,11 +227,13 @@ def write_orbit(job, result: OrbitResult, cfg: OrbitConfig) -> list[str]:
 
 
 class OrbitStage:
-    """Orchestrator stage: the preprocessed object (``ctx.state['preprocess'].cutout``, else
-    ``ctx.state['image_path']``) -> orbit frames + cameras in the job folder; ``ctx.state['orbit']``
-    is the :class:`OrbitResult`. ``pipeline`` may be given (tests, a server keeping models loaded)."""
+    """Orchestrator stage: the preprocessed object (``state.preprocess.cutout``, else ``state.image_path``)
+    -> orbit frames + cameras in the job folder; ``state.orbit`` is the :class:`OrbitResult`.
+    ``pipeline`` may be given (tests, a server keeping models loaded)."""
 
     name = STAGE
+    needs = (("preprocess", "image_path", "image"),)
+    gives = ("orbit",)
 
     def __init__(self, config: OrbitConfig | None = None, pipeline=None, settings=None) -> None:
         self.config = (config or OrbitConfig()).validate()
@@ -242,13 +246,14 @@ class OrbitStage:
         cfg = self.config
         total = cfg.steps + 2
         ctx.progress(STAGE, 0, total, "preparing the orbit input")
-        pre = ctx.state.get("preprocess")
+        state = ctx.state
+        pre = state.preprocess
         if pre is not None and getattr(pre, "cutout", None) is not None:
             source, remover = pre.cutout, "alpha"
-        elif ctx.state.get("image_path"):
-            source, remover = ctx.state["image_path"], "auto"
-        elif isinstance(ctx.state.get("image"), Image.Image):
-            source, remover = ctx.state["image"], "auto"
+        elif state.image_path:
+            source, remover = state.image_path, "auto"
+        elif isinstance(state.image, Image.Image):
+            source, remover = state.image, "auto"
         else:
             raise InputError("no input image for the orbit stage", fix="give an image path")
         image = preprocess_image(source, size=cfg.size, border_ratio=1.0 - cfg.object_ratio, remover=remover).image
@@ -257,7 +262,7 @@ class OrbitStage:
             self.pipeline = load_pipeline(cfg, self.settings)
         result = generate_orbit(self.pipeline, image, cfg, ctx.progress)
         names = write_orbit(ctx.job, result, cfg)
-        ctx.state["orbit"] = result
+        state.orbit = result
         info: dict[str, Any] = {"config": asdict(cfg), "frames": names, "cameras": CAMERAS_FILE,
                                 "variant": getattr(self.pipeline, "variant", None),
                                 "timings": {k: round(v, 4) for k, v in result.timings.items()}}

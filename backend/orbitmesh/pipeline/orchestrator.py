@@ -1,8 +1,10 @@
 """The orchestrator: runs numbered stages in order inside a job folder.
 
-Each stage is an object with a ``name`` and ``run(ctx)``; it reads what earlier stages
-left in ``ctx.state``, writes its own outputs there and its artefacts into the job
-folder, and reports through ``ctx.progress`` (which may raise JobCancelled).
+Each stage is an object with a ``name`` (from :mod:`orbitmesh.pipeline.modes`), the
+:class:`~orbitmesh.pipeline.state.PipelineState` fields it ``needs`` and ``gives``, and
+``run(ctx)``; it reads what earlier stages left in ``ctx.state``, writes its own outputs there
+and its artefacts into the job folder, and reports through ``ctx.progress`` (which may raise
+JobCancelled). Before the first stage runs, the orchestrator checks that every need is met.
 The orchestrator times every stage, keeps ``job.json`` current (status, stage,
 timings, error) and leaves the job folder consistent on success, failure or cancel.
 """
@@ -12,24 +14,49 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, Union
 
 from orbitmesh.errors import JobCancelled, OrbitMeshError
 from orbitmesh.jobs import JobFolder
+from orbitmesh.pipeline.state import PipelineState
 from orbitmesh.progress import ProgressCallback, null_progress
+
+# A need is a field name, or a tuple of names any one of which will do.
+Need = Union[str, tuple]
 
 
 @dataclass
 class StageContext:
     job: JobFolder
     progress: ProgressCallback = null_progress
-    state: dict[str, Any] = field(default_factory=dict)
+    state: PipelineState = field(default_factory=PipelineState)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.state, dict):
+            self.state = PipelineState(**self.state)
 
 
 class Stage(Protocol):
     name: str
+    needs: tuple[Need, ...]
+    gives: tuple[str, ...]
 
     def run(self, ctx: StageContext) -> None: ...
+
+
+def check_plan(stages: Sequence[Stage], given: set[str]) -> None:
+    """Raise ValueError naming the stage and the field when a stage needs what nothing before it gives."""
+    known = PipelineState.field_names()
+    have = set(given)
+    for stage in stages:
+        for need in getattr(stage, "needs", ()):
+            options = need if isinstance(need, tuple) else (need,)
+            unknown = [o for o in (*options, *getattr(stage, "gives", ())) if o not in known]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} names unknown state fields {unknown}")
+            if not have.intersection(options):
+                raise ValueError(f"stage {stage.name!r} needs {' or '.join(options)}, which no earlier stage gives")
+        have.update(getattr(stage, "gives", ()))
 
 
 @dataclass
@@ -47,11 +74,17 @@ class Orchestrator:
         self.stages = list(stages)
 
     def run(self, job: JobFolder, progress: ProgressCallback = null_progress,
-            state: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[StageTiming]]:
+            state: PipelineState | dict[str, Any] | None = None) -> tuple[PipelineState, list[StageTiming]]:
         """Run every stage; returns (state, timings). Re-raises the failure after recording it."""
-        ctx = StageContext(job=job, progress=progress, state=dict(state or {}))
+        if not isinstance(state, PipelineState):
+            state = PipelineState(**(state or {}))
+        check_plan(self.stages, state.given())
+        ctx = StageContext(job=job, progress=progress, state=state)
         timings: list[StageTiming] = []
-        job.update(status="running", started=time.time(), stages=[s.name for s in self.stages])
+        names = [s.name for s in self.stages]
+        if callable(getattr(progress, "plan", None)):
+            progress.plan(names)  # the tracker weighs overall progress over these stages
+        job.update(status="running", started=time.time(), stages=names)
         current = None
         try:
             for index, stage in enumerate(self.stages, start=1):

@@ -23,12 +23,19 @@ from orbitmesh import atomic
 from orbitmesh.errors import InputError
 from orbitmesh.imaging.background import REMOVERS, remove_background
 from orbitmesh.imaging.load import ImageSource, load_image
-from orbitmesh.imaging.recentre import (composite_on_white, cutout_with_margin, object_bbox, recentre,
-                                        touching_sides, with_alpha)
+from orbitmesh.imaging.recentre import (
+    composite_on_white,
+    cutout_with_margin,
+    object_bbox,
+    recentre,
+    touching_sides,
+    with_alpha,
+)
+from orbitmesh.pipeline import modes
 from orbitmesh.pipeline.orchestrator import StageContext
 from orbitmesh.progress import ProgressCallback, null_progress
 
-STAGE = "preprocess"
+STAGE = modes.PREPROCESS
 NO_OBJECT_FIX = ("use an image with one clear object on a plain background, or an image with transparency "
                  "around the object")
 
@@ -136,12 +143,14 @@ def _run(source: ImageSource, cfg: PreprocessConfig, progress: ProgressCallback,
 
 
 class PreprocessStage:
-    """Orchestrator stage: ``ctx.state['image_path']`` (or a PIL ``ctx.state['image']`` from
-    text-to-image) -> job artefacts ``input.<ext>``, ``preprocessed.png``, ``mask.png`` and
-    ``ctx.state`` keys ``image`` (PIL RGB), ``mask`` ((size, size) bool), ``rgba``,
-    ``preprocess`` (the PreprocessResult) and ``warnings`` (appended)."""
+    """Orchestrator stage: ``state.image_path`` (or a PIL ``state.image``) -> job artefacts
+    ``input.<ext>``, ``preprocessed.png``, ``mask.png`` and ``state.image`` (PIL RGB),
+    ``state.mask`` ((size, size) bool), ``state.rgba``, ``state.preprocess`` (the PreprocessResult)
+    and warnings."""
 
     name = STAGE
+    needs = (("image_path", "image"),)
+    gives = ("image", "mask", "rgba", "preprocess")
 
     def __init__(self, config: PreprocessConfig | None = None) -> None:
         self.config = (config or PreprocessConfig()).validate()
@@ -154,8 +163,9 @@ class PreprocessStage:
         job = ctx.job
         job.save_image("preprocessed.png", result.image)
         job.save_image("mask.png", Image.fromarray(result.mask.astype(np.uint8) * 255, "L"))
-        ctx.state.update(image=result.image, mask=result.mask, rgba=result.rgba, preprocess=result)
-        ctx.state.setdefault("warnings", []).extend(result.warnings)
+        state = ctx.state
+        state.image, state.mask, state.rgba, state.preprocess = result.image, result.mask, result.rgba, result
+        state.warn(*result.warnings)
         job.update(preprocess={"config": self.config.to_dict(), "method": result.method,
                                "bbox": list(result.bbox), "warnings": result.warnings})
         ctx.progress(STAGE, total, total, f"saved preprocessed.png ({result.method})")
@@ -163,7 +173,7 @@ class PreprocessStage:
     @staticmethod
     def _keep_input(ctx: StageContext) -> ImageSource:
         """Copy the original input into the job folder (atomically) and return what to load."""
-        path = ctx.state.get("image_path")
+        path = ctx.state.image_path
         if path:
             path = Path(path)
             if not path.is_file():
@@ -173,7 +183,7 @@ class PreprocessStage:
                 shutil.copyfile(path, tmp)
             ctx.job.add_artefact(name)
             return path
-        image = ctx.state.get("image")
+        image = ctx.state.image
         if isinstance(image, Image.Image):  # e.g. from the text-to-image stage
             ctx.job.save_image("input.png", image)
             return image

@@ -126,7 +126,8 @@ def build_prompt(prompt: Any, tokenizers: Sequence[Any] = (), *, template: str |
             plan.negative = " ".join(neg_words[:_fit_words(tok, "{prompt}", neg_words, limit)])
     if plan.truncated:
         dropped = len(plan.user_part) - len(text)
-        where = f"the text encoder reads {limit} tokens" if limit else f"prompts are cut at {MAX_PROMPT_CHARS} characters"
+        where = (f"the text encoder reads {limit} tokens" if limit
+                 else f"prompts are cut at {MAX_PROMPT_CHARS} characters")
         kept = text if len(text) <= 80 else text[:77] + "..."
         plan.warnings.append(f"prompt too long: {where}; dropped the last {dropped} characters and kept "
                              f"{kept!r}; shorten the prompt to choose what is kept")

@@ -1,7 +1,7 @@
-"""Quality mode: orbit -> reconstruct -> align -> refine -> mesh -> project texture.
+"""Quality mode's own stages: align, refine and the mesh stage that projects the orbit views.
 
-Stages (``build_quality_stages``): [text_to_image] -> preprocess -> orbit (SV3D, 21 frames) ->
-lrm (triplane) -> align (frame masks, cameras fitted by silhouettes) -> refine (the triplane
+The mode runs (see :mod:`orbitmesh.pipeline.modes`): [text_to_image] -> preprocess -> orbit (SV3D,
+21 frames) -> lrm (triplane) -> align (frame masks, cameras fitted by silhouettes) -> refine (the triplane
 optimised against the frames) -> grid_query -> mesh (extract, clean, decimate, UV, texture
 projected from the frames + the input view, unseen texels from the colour field) -> export.
 
@@ -15,18 +15,18 @@ before and after refinement, over the frames they are compared with), ``texture.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-from orbitmesh.errors import ModelError
+from orbitmesh.pipeline import modes
 from orbitmesh.pipeline.orchestrator import StageContext
+from orbitmesh.pipeline.output import GLB_NAME
 from orbitmesh.quality.align import AlignConfig
 from orbitmesh.quality.project import ProjectionConfig
 from orbitmesh.quality.refine import RefineConfig
 
-GLB_NAME = "model.glb"
 CAMERAS_NAME = "aligned_cameras.json"
 
 
@@ -69,7 +69,7 @@ def _coarse_mesh(ctx: StageContext, resolution: int, max_faces: int) -> tuple[np
     from orbitmesh.mesh import clean_mesh, decimate, extract_surface
     from orbitmesh.pipeline.reconstruct import density_grid, lrm_points_from_output, mesh_threshold
 
-    model, planes = ctx.state["lrm"], ctx.state["planes"]
+    model, planes = ctx.state.lrm, ctx.state.planes
     density = density_grid(model, planes, resolution)
     threshold = mesh_threshold(model.config, density)
     ex = extract_surface(density, threshold, bbox=(model.config.bbox_min, model.config.bbox_max),
@@ -82,9 +82,11 @@ def _coarse_mesh(ctx: StageContext, resolution: int, max_faces: int) -> tuple[np
 
 class AlignStage:
     """Frames -> masks (``mask_NN.png``) and cameras aligned to the reconstruction
-    (``aligned_cameras.json``); ``ctx.state['quality_views']`` is the list of posed views."""
+    (``aligned_cameras.json``); ``state.quality_views`` is the list of posed views."""
 
-    name = "align"
+    name = modes.ALIGN
+    needs = ("orbit", "lrm", "planes")
+    gives = ("quality_views", "alignment")
 
     def __init__(self, config: QualityConfig, device: str = "cpu") -> None:
         self.config, self.device = config, device
@@ -94,7 +96,8 @@ class AlignStage:
         from orbitmesh.quality.cameras import OrbitAlignment, lrm_source_camera
         from orbitmesh.quality.project import View
 
-        orbit = ctx.state["orbit"]
+        state = ctx.state
+        orbit = state.orbit
         ctx.progress(self.name, 0, 1, "foreground masks")
         rgbs = [np.asarray(im.convert("RGB"), np.float32) / 255.0 for im in orbit.frames]
         masks = [frame_mask(rgb) for rgb in rgbs]
@@ -106,17 +109,16 @@ class AlignStage:
         init = OrbitAlignment(radius=float(nominal.get("radius", 2.0)), fov_deg=float(nominal.get("fov_deg", 33.8)))
         v, f = _coarse_mesh(ctx, self.config.align_grid, self.config.align.max_faces)
         res = align_cameras(v, f, frames, init, self.config.align, ctx.progress, device=self.device)
-        ctx.state.setdefault("warnings", []).extend(res.warnings)
+        state.warn(*res.warnings)
         views = []
         for fr, rgb, mask in zip(frames, rgbs, masks):
             cam = res.alignment.camera(fr.azimuth_deg, fr.elevation_deg)
             views.append(View(rgb, mask, cam, fr.name, azimuth_deg=fr.azimuth_deg))
-        image, in_mask = ctx.state.get("image"), ctx.state.get("mask")
+        image, in_mask = state.image, state.mask
         if image is not None and in_mask is not None:  # the input itself, exactly at the LRM's camera
             views.append(View(np.asarray(image.convert("RGB"), np.float32) / 255.0, np.asarray(in_mask, np.float32),
                               lrm_source_camera(), "input", weight=self.config.input_view_weight, azimuth_deg=0.0))
-        ctx.state["quality_views"] = views
-        ctx.state["alignment"] = res
+        state.quality_views, state.alignment = views, res
         ctx.job.write_json(CAMERAS_NAME, {
             "convention": ("LRM world: +z up, object in [-1, 1]^3, the input view from +x; c2w columns = right, up, "
                            "backward, position (OpenGL axes); fx, fy, cx, cy normalised by the image size; "
@@ -133,9 +135,11 @@ def _strip(images: list[np.ndarray]) -> Image.Image:
 
 
 class RefineStage:
-    """Optimise ``ctx.state['planes']`` against the aligned views; writes before/after renders."""
+    """Optimise ``state.planes`` against the aligned views; writes before/after renders."""
 
-    name = "refine"
+    name = modes.REFINE
+    needs = ("alignment", "quality_views", "lrm", "planes")
+    gives = ("planes",)
 
     def __init__(self, config: QualityConfig, device: str = "cpu") -> None:
         self.config, self.device = config, device
@@ -143,18 +147,16 @@ class RefineStage:
     def run(self, ctx: StageContext) -> None:
         from dataclasses import replace
 
-        from orbitmesh.quality.refine import (TriplaneField, make_targets, refine_triplane, render_views,
-                                              silhouette_iou)
+        from orbitmesh.quality.refine import TriplaneField, make_targets, refine_triplane, render_views, silhouette_iou
 
         cfg = self.config.refine
         if cfg.steps < 0:
             cfg = replace(cfg, steps=self.config.cpu_refine_steps if self.device == "cpu" else
                           self.config.gpu_refine_steps)
-        skipped = set(ctx.state["alignment"].skipped)  # missing/empty foreground: not a target either
-        views = [v for v in ctx.state["quality_views"]
+        skipped = set(ctx.state.alignment.skipped)  # missing/empty foreground: not a target either
+        views = [v for v in ctx.state.quality_views
                  if v.name != "input" and v.name not in skipped and v.mask is not None and v.rgb is not None]
-        planes = ctx.state["planes"]
-        model = ctx.state["lrm"]
+        planes, model = ctx.state.planes, ctx.state.lrm
         field_ = TriplaneField.from_lrm(model)
         targets = make_targets([v.rgb for v in views], [v.mask for v in views], [v.camera for v in views],
                                cfg.image_size, device=planes.device)
@@ -177,7 +179,7 @@ class RefineStage:
         for name, rgb in (("render_before.png", rgb0), ("render_after.png", rgb1)):
             ctx.job.save_image(name, _strip([np.concatenate([f, r], axis=0)
                                              for f, r in zip(frames, rgb.cpu().numpy())]))
-        ctx.state["planes"] = res.planes
+        ctx.state.planes = res.planes
         ctx.job.update(refine={"steps": cfg.steps, "seconds": round(res.seconds, 3),
                                "silhouette_iou_before": round(before, 4), "silhouette_iou_after": round(after, 4),
                                "final_loss": res.losses[-1] if res.losses else None})
@@ -186,7 +188,9 @@ class RefineStage:
 class QualityMeshStage:
     """Density grid -> mesh -> UVs -> texture projected from the views -> ``model.glb``."""
 
-    name = "mesh"
+    name = modes.MESH
+    needs = ("density", "color_fn", "bbox", "threshold", "quality_views")
+    gives = ("mesh_stats",)
 
     def __init__(self, target_faces: int, texture_size: int, config: QualityConfig, device: str = "cpu") -> None:
         self.target_faces, self.texture_size, self.config, self.device = target_faces, texture_size, config, device
@@ -197,12 +201,12 @@ class QualityMeshStage:
         from orbitmesh.quality.project import project_texture
 
         s = ctx.state
-        color_fn = s["color_fn"]  # output-frame points
+        color_fn = s.color_fn  # output-frame points
         projected = {}
 
         def texture_from_views(uvm) -> np.ndarray:
             res = project_texture(lrm_points_from_output(uvm.vertices).astype(np.float32), uvm.faces, uvm.uvs,
-                                  s["quality_views"], self.texture_size, config=self.config.project,
+                                  s.quality_views, self.texture_size, config=self.config.project,
                                   fill_fn=lambda p: color_fn(output_points_from_lrm(p).astype(np.float32)),
                                   progress=ctx.progress, device=self.device)
             projected["result"] = res
@@ -210,71 +214,14 @@ class QualityMeshStage:
 
         # The shared mesh stage (extract, clean, decimate, normals, UVs, atomic GLB) with the bake
         # replaced by the projection of the orbit views.
-        stats = field_to_glb(s["density"], color_fn, bbox=s["bbox"], threshold=s["threshold"],
+        stats = field_to_glb(s.density, color_fn, bbox=s.bbox, threshold=s.threshold,
                              target_faces=self.target_faces, texture_size=self.texture_size,
                              out_path=ctx.job.artefact(GLB_NAME), progress=ctx.progress, close_boundary=True,
                              texture_fn=texture_from_views, name=ctx.job.path.name)
         ctx.job.add_artefact(GLB_NAME)
         res = projected["result"]
         ctx.job.save_image("texture.png", Image.fromarray(res.texture, "RGB"))
-        s.setdefault("warnings", []).extend(w for w in res.warnings + stats.warnings if w not in s["warnings"])
-        s["mesh_stats"] = {**stats.to_dict(), "texels_seen_fraction": round(res.seen_fraction, 4),
-                           "views_used": res.views_used, "views_skipped": res.views_skipped}
-        s["mesh_stats"].pop("out_path", None)
-
-
-def check_sv3d_available(model: str, model_dir) -> None:
-    """Fail before any job folder when the SV3D weights are neither in the model folder nor in the
-    hub cache: quality mode never starts a multi-gigabyte gated download in the middle of a job."""
-    from pathlib import Path
-
-    from orbitmesh.models.registry import MODELS, hub_cache_dir
-    from orbitmesh.models.video.pipeline import HUB_ID, resolve_source
-
-    source, variant = resolve_source(model, model_dir)
-    if isinstance(source, Path) or str(source) != HUB_ID:
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    filename = MODELS[variant or "sv3d_p"].files[0]
-    cached = try_to_load_from_cache(HUB_ID, filename, cache_dir=str(hub_cache_dir(Path(model_dir))))
-    if isinstance(cached, str):
-        return
-    raise ModelError(f"quality mode needs the SV3D orbit model {variant or model}, which is not available yet "
-                     f"(not in {model_dir} nor in its hub cache)",
-                     fix=f"download it with the model manager (gated: accept the licence at https://huggingface.co/"
-                         f"{HUB_ID}) or put {filename} in the model folder; or use mode 'fast'")
-
-
-def build_quality_stages(request, settings, *, device: str, compute_dtype, source,
-                         config: QualityConfig | None = None, orbit_pipeline=None) -> list:
-    """The quality-mode stage list for :func:`orbitmesh.pipeline.generate.generate`."""
-    import torch
-
-    from orbitmesh.models import registry
-    from orbitmesh.pipeline.generate import ExportStage, _text_to_image_stage
-    from orbitmesh.pipeline.orbit import OrbitConfig, OrbitStage
-    from orbitmesh.pipeline.preprocess import PreprocessConfig, PreprocessStage
-    from orbitmesh.pipeline.reconstruct import GridQueryStage, LRMStage
-
-    config = config or QualityConfig()
-    if orbit_pipeline is None:
-        check_sv3d_available(OrbitConfig().model, settings.model_dir)
-
-    def load(notify):
-        return registry.cached_lrm(source, model_dir=settings.model_dir, device=device, dtype=torch.float32,
-                                   notify=notify)
-
-    stages = [_text_to_image_stage(request, settings)] if request.prompt is not None else []
-    stages += [PreprocessStage(PreprocessConfig()),
-               OrbitStage(OrbitConfig(seed=request.seed), pipeline=orbit_pipeline, settings=settings),
-               LRMStage(load, device=device, compute_dtype=compute_dtype),
-               AlignStage(config, device=device), RefineStage(config, device=device),
-               GridQueryStage(request.mc_resolution),
-               QualityMeshStage(request.target_faces, request.texture_size, config, device=device),
-               ExportStage(request.output)]
-    return stages
-
-
-def describe(config: QualityConfig) -> dict:
-    return asdict(config)
+        s.warn(*res.warnings, *stats.warnings)
+        s.mesh_stats = {**stats.to_dict(), "texels_seen_fraction": round(res.seen_fraction, 4),
+                        "views_used": res.views_used, "views_skipped": res.views_skipped}
+        s.mesh_stats.pop("out_path", None)

@@ -17,10 +17,11 @@ from typing import Callable
 import numpy as np
 
 from orbitmesh.errors import InputError, ModelError
+from orbitmesh.pipeline import modes
 from orbitmesh.pipeline.orchestrator import StageContext
 
-LRM_STAGE = "lrm"
-GRID_STAGE = "grid_query"
+LRM_STAGE = modes.LRM
+GRID_STAGE = modes.GRID_QUERY
 GRID_CHUNK = 2 ** 18  # points per chunk: ~250 MB of plane features on the GPU, fits 8 GB at 512^3
 ADAPTIVE_QUANTILE = 0.9  # random-weight models: the densest 10% of the box is "inside"
 
@@ -57,10 +58,12 @@ def autocast_context(device: str, dtype):
 
 
 class LRMStage:
-    """``ctx.state['image']`` (PIL RGB on white) -> ``ctx.state['planes']`` (1, 3, C, H, W) float32 and
-    ``ctx.state['lrm']`` (the model). ``load(notify)`` returns the loaded LRM (float32 weights)."""
+    """``state.image`` (PIL RGB on white) -> ``state.planes`` (1, 3, C, H, W) float32 and ``state.lrm``
+    (the model). ``load(notify)`` returns the loaded LRM (float32 weights)."""
 
     name = LRM_STAGE
+    needs = ("image",)
+    gives = ("lrm", "planes")
 
     def __init__(self, load: Callable[[Callable[[str], None]], object], *, device: str, compute_dtype=None) -> None:
         self.load, self.device, self.compute_dtype = load, device, compute_dtype
@@ -82,14 +85,14 @@ class LRMStage:
             done = 1 if part == "encoder" else 1 + step
             ctx.progress(LRM_STAGE, done, total, f"{part} {step}/{n}")
 
-        image = image_to_tensor(ctx.state["image"], model.config.input_size).to(self.device)
+        image = image_to_tensor(ctx.state.image, model.config.input_size).to(self.device)
         with torch.no_grad(), autocast_context(self.device, self.compute_dtype):
             planes = model(image, progress=report)
         planes = planes.float()
         if not torch.isfinite(planes).all():
             raise ModelError("the reconstruction model produced NaN/inf triplanes",
                              fix="use --dtype float32, or check the model weights")
-        ctx.state.update(lrm=model, planes=planes)
+        ctx.state.lrm, ctx.state.planes = model, planes
         ctx.job.update(lrm={"config": model.config.to_dict(), "device": self.device,
                             "compute_dtype": str(self.compute_dtype), "notes": notes})
 
@@ -186,8 +189,8 @@ def mesh_threshold(config, density: np.ndarray, stride: int = BAND_BLOCK) -> flo
 
 
 class GridQueryStage:
-    """Triplane -> ``ctx.state['density']`` (R, R, R) float32 (output frame), ``ctx.state['color_fn']``,
-    ``ctx.state['threshold']``; progress per chunk (cancellable between chunks).
+    """Triplane -> ``state.density`` (R, R, R) float32 (output frame), ``state.color_fn``,
+    ``state.threshold``; progress per chunk (cancellable between chunks).
 
     ``method``: "band" (default: lattice + narrow band, factorised decoder), "dense" (every point,
     factorised) or "points" (every point, reference per-point query: the brute-force baseline);
@@ -195,6 +198,8 @@ class GridQueryStage:
     """
 
     name = GRID_STAGE
+    needs = ("lrm", "planes")
+    gives = ("density", "color_fn", "bbox", "threshold", "grid_stats")
 
     def __init__(self, resolution: int = 256, chunk_size: int = GRID_CHUNK, method: str = "band") -> None:
         method = os.environ.get(GRID_METHOD_ENV) or method
@@ -204,7 +209,7 @@ class GridQueryStage:
         self.resolution, self.chunk_size, self.method = resolution, chunk_size, method
 
     def run(self, ctx: StageContext) -> None:
-        model, planes = ctx.state["lrm"], ctx.state["planes"]
+        model, planes = ctx.state.lrm, ctx.state.planes
         r = self.resolution
 
         def report(i: int, n: int) -> None:
@@ -217,9 +222,10 @@ class GridQueryStage:
             density = density_grid(model, planes, r, chunk_size=self.chunk_size, progress=report, method=self.method)
             threshold, evaluated = mesh_threshold(model.config, density), 1.0
         inside = float((density > threshold).mean())
-        ctx.state.update(density=density, color_fn=make_color_fn(model, planes, self.chunk_size),
-                         threshold=threshold, bbox=(model.config.bbox_min, model.config.bbox_max))
-        ctx.state["grid_stats"] = {"resolution": r, "threshold": threshold, "inside_fraction": inside,
+        state = ctx.state
+        state.density, state.color_fn = density, make_color_fn(model, planes, self.chunk_size)
+        state.threshold, state.bbox = threshold, (model.config.bbox_min, model.config.bbox_max)
+        state.grid_stats = {"resolution": r, "threshold": threshold, "inside_fraction": inside,
                                    "density_max": float(density.max()), "method": self.method,
                                    "evaluated_fraction": evaluated}
         if inside == 0.0:

@@ -178,5 +178,6 @@ def align_cameras(vertices: np.ndarray, faces: np.ndarray, frames: Sequence[Alig
                 break
     cams = [best.camera(a, e) for a, e in angles]
     per = iou_per_frame(silhouettes(vt, ft, cams, config.size), target).cpu().numpy()
+    unused = [fr.name for fr in frames if not any(fr is u for u in used)]
     return AlignmentResult(best, before, best_s, {fr.name: round(float(x), 4) for fr, x in zip(used, per)},
-                           len(cache), [fr.name for fr in used], [fr.name for fr in frames if not any(fr is u for u in used)], notes)
+                           len(cache), [fr.name for fr in used], unused, notes)

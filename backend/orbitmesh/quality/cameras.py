@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from orbitmesh.errors import InputError
 from orbitmesh.models.lrm.camera import look_at as lrm_look_at
 
 # Nominal SV3D orbit camera (see the module docstring).
@@ -142,12 +141,3 @@ class OrbitAlignment:
     def to_dict(self) -> dict:
         return {**asdict(self), "scale": self.scale}
 
-
-def check_frames(frames: list[dict]) -> None:
-    """Fail early on frame camera records without usable angles."""
-    for i, f in enumerate(frames):
-        for key in ("azimuth_deg",):
-            value = f.get(key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"orbit frame {i} has no valid {key} (got {value!r})",
-                                 fix="pass the frames' cameras as written in orbit_cameras.json")

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 
 from orbitmesh.errors import InputError
-from orbitmesh.mesh.bake import dilate, rasterize as rasterize_uv
+from orbitmesh.mesh.bake import dilate
+from orbitmesh.mesh.bake import rasterize as rasterize_uv
 from orbitmesh.mesh.clean import vertex_normals
 from orbitmesh.progress import ProgressCallback, null_progress
 from orbitmesh.quality.cameras import Camera

@@ -114,11 +114,11 @@ def _candidates(tri: torch.Tensor, tz: torch.Tensor, size: int, offset: torch.Te
                 out_t.append(g[fi])
                 out_p.append(py[fi, yi_, 0] * size + px[fi, 0, xi_] + offset[g[fi]])
                 if with_bary:
-                    l = torch.stack([x[fi, yi_, xi_] for x in lam], dim=-1)  # (T, 3)
+                    bary = torch.stack([x[fi, yi_, xi_] for x in lam], dim=-1)  # (T, 3)
                     inv_z = 1.0 / tz[g[fi]]
-                    wsum = (l * inv_z).sum(dim=-1)
+                    wsum = (bary * inv_z).sum(dim=-1)
                     out_z.append(1.0 / wsum)
-                    out_b.append(l * inv_z / wsum[:, None])
+                    out_b.append(bary * inv_z / wsum[:, None])
     empty = torch.zeros(0, dtype=torch.long, device=device)
     cat = (lambda xs, e: torch.cat(xs) if xs else e)
     return (cat(out_t, empty), cat(out_p, empty), cat(out_z, torch.zeros(0, device=device)),

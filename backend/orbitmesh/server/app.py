@@ -19,10 +19,11 @@ from typing import Any
 
 from orbitmesh import __version__
 from orbitmesh.errors import InputError, OrbitMeshError
+from orbitmesh.jobs import TERMINAL
 from orbitmesh.server import security
 from orbitmesh.server.api_errors import ApiError, bad_request, not_found
 from orbitmesh.server.health import health_info
-from orbitmesh.server.jobs import TERMINAL, JobManager, Runner, build_request, run_generate
+from orbitmesh.server.jobs import JobManager, Runner, build_request, run_generate
 from orbitmesh.server.multipart import DRAIN_MAX, parse_content_type, parse_form, read_body
 from orbitmesh.server.uploads import parse_settings_json, validate_image
 from orbitmesh.settings import Settings
@@ -238,7 +239,8 @@ class Handler(BaseHTTPRequestHandler):
         path = files[name].resolve()
         if not path.is_relative_to(job.folder.path.resolve()):  # defence in depth against symlinks
             raise not_found(f"job {job_id} has no file {name!r}")
-        ctype = CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        ctype = (CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+                 or "application/octet-stream")
         with path.open("rb") as fh:
             size = path.stat().st_size
             self.send_response(200)

@@ -22,23 +22,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
-from orbitmesh.jobs import JOB_FILE, JobFolder
+from orbitmesh.jobs import JOB_FILE, TERMINAL, JobFolder
 from orbitmesh.native import preload_native_libraries
-from orbitmesh.pipeline.request import GenerateRequest, GenerateResult
+from orbitmesh.pipeline.request import GenerateRequest, GenerateResult, settings_spec
 from orbitmesh.progress import ProgressEvent, ProgressTracker
 from orbitmesh.server.api_errors import ApiError, bad_request
 from orbitmesh.settings import Settings
 
 log = logging.getLogger("orbitmesh.server")
 
-TERMINAL = ("done", "failed", "cancelled")
-# Settings a client may send (GenerateRequest fields minus the source and local output path).
-CLIENT_SETTINGS = ("mode", "model", "text_to_image_model", "seed", "mc_resolution", "target_faces", "texture_size")
+# Settings a client may send: GenerateRequest's settings (the source and local output path are not settings).
+CLIENT_SETTINGS = tuple(settings_spec())
 RUN_DIR = "run"
-# Relative cost of the pipeline's stages for the overall 0..1 progress estimate
-# (unknown stages weigh 1); a guess from CPU/GPU runs, only used for a progress bar.
-STAGE_WEIGHTS = {"text_to_image": 4.0, "preprocess": 1.0, "orbit": 12.0, "reconstruct": 2.0, "lrm": 2.0,
-                 "grid_query": 3.0, "query": 3.0, "mesh": 4.0, "postprocess": 4.0, "export": 0.2}
 # Keys of the record that make up the API's job object (plus "files").
 API_KEYS = ("id", "name", "status", "stage", "step", "total", "message", "eta_s", "progress", "error",
             "settings", "created", "started", "finished", "result")
@@ -55,28 +50,15 @@ def run_generate(request: GenerateRequest, settings: Settings, tracker: Progress
 
 def build_request(values: dict[str, Any], *, prompt: str | None = None,
                   default_model: str | None = None) -> GenerateRequest:
-    """Client settings -> a validated GenerateRequest (source filled in later); 400 on anything wrong."""
-    unknown = sorted(set(values) - set(CLIENT_SETTINGS))
-    if unknown:
-        raise bad_request(f"unknown settings {unknown}", fix=f"allowed settings are {list(CLIENT_SETTINGS)}",
-                          code="invalid_settings")
-    for key in ("model", "text_to_image_model"):
-        value = values.get(key)
-        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 512):
-            raise bad_request(f"{key} must be a model name (text), got {value!r}",
-                              fix=f"omit {key} for the server's default, or name a model from GET /health",
-                              code="invalid_settings")
+    """Client settings -> a GenerateRequest whose settings are valid (the source is filled in later);
+    400 naming the setting and the fix on anything wrong."""
     values = dict(values)
     if values.get("model") is None and default_model:
         values["model"] = default_model
     try:
-        req = GenerateRequest.from_dict(values)
-        req.prompt = prompt if prompt is not None else "(uploaded image)"  # validate the numbers now
-        req.validate()
+        req = GenerateRequest.from_settings(values)
     except InputError as exc:
         raise bad_request(exc.message, fix=exc.fix, code="invalid_settings") from None
-    except TypeError as exc:
-        raise bad_request(f"bad settings: {exc}", code="invalid_settings") from None
     req.prompt = prompt
     return req
 
@@ -87,7 +69,6 @@ class ServerJob:
     request: GenerateRequest | None = None
     tracker: ProgressTracker = field(default_factory=ProgressTracker)
     version: int = 0
-    stages: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -125,7 +106,7 @@ class JobManager:
     def submit(self, request: GenerateRequest, *, name: str, upload: bytes | None = None,
                upload_ext: str = "png") -> ServerJob:
         """Create the job folder (and save the upload under a safe name), then enqueue it."""
-        settings = {k: getattr(request, k) for k in CLIENT_SETTINGS}
+        settings = request.settings()
         if request.prompt is not None:
             settings["prompt"] = request.prompt
         folder = JobFolder.create(self.root, name, settings=settings)
@@ -266,23 +247,10 @@ class JobManager:
     def _on_progress(self, job: ServerJob, event: ProgressEvent) -> None:
         with self._cond:
             rec = job.folder.record
-            if event.stage not in job.stages:
-                job.stages = self._stage_list(job, event.stage)
             rec.update(stage=event.stage, step=event.step, total=event.total, message=event.message,
                        eta_s=None if event.eta_s is None else round(event.eta_s, 2))
-            rec["progress"] = max(rec.get("progress") or 0.0, _overall(job.stages, event))
+            rec["progress"] = max(rec.get("progress") or 0.0, event.progress)
             self._touch(job)
-
-    def _stage_list(self, job: ServerJob, stage: str) -> list[str]:
-        """The pipeline's stage names (its job.json lists them at start), else the ones seen."""
-        run = self._run_folder(job)
-        try:
-            stages = list(JobFolder.open(run).record.get("stages") or []) if run else []
-        except (OSError, ValueError):
-            stages = []
-        if stage not in stages:
-            stages = job.stages + [stage]
-        return stages
 
     def _finish(self, job: ServerJob, status: str, *, error: dict | None = None, result: dict | None = None) -> None:
         with self._cond:
@@ -389,14 +357,3 @@ def _public_result(result: GenerateResult) -> dict:
             req[key] = Path(req[key]).name
     data["request"] = req
     return data
-
-
-def _overall(stages: list[str], event: ProgressEvent) -> float:
-    """0..1 over all stages, each weighted by :data:`STAGE_WEIGHTS`."""
-    if event.stage not in stages:
-        return 0.0
-    weights = [STAGE_WEIGHTS.get(s, 1.0) for s in stages]
-    index = stages.index(event.stage)
-    frac = min(max(event.step / event.total, 0.0), 1.0) if event.total > 0 else 0.0
-    done = sum(weights[:index]) + weights[index] * frac
-    return round(min(done / sum(weights), 0.999), 4)

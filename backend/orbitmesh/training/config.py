@@ -181,9 +181,11 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.data.kind not in ("procedural", "folder"):
         raise InputError(f"unknown data kind {cfg.data.kind!r}", fix='use kind = "procedural" or "folder"')
     if cfg.data.kind == "folder" and not cfg.data.folder:
-        raise InputError('data kind "folder" needs folder = PATH', fix="point it at a folder of renders with cameras.json")
+        raise InputError('data kind "folder" needs folder = PATH',
+                         fix="point it at a folder of renders with cameras.json")
     if not cfg.model.preset and not cfg.model.init and not cfg.model.config:
-        raise InputError("[model] names no architecture", fix='set preset = "tiny", a [model.config] table, or init = CHECKPOINT')
+        raise InputError("[model] names no architecture",
+                         fix='set preset = "tiny", a [model.config] table, or init = CHECKPOINT')
     for name, value in (("train.batch_size", cfg.train.batch_size), ("train.lr", cfg.train.lr),
                         ("train.rays_per_sample", cfg.train.rays_per_sample),
                         ("train.views_per_sample", cfg.train.views_per_sample), ("data.count", cfg.data.count),

@@ -27,7 +27,6 @@ from orbitmesh.training.ema import EMA
 from orbitmesh.training.losses import PerceptualLoss, mask_loss, occupancy_loss, rgb_loss
 from orbitmesh.training.schedule import learning_rate, progress_fraction, stage_at
 
-
 RESUME_POOL = 128  # grown objects re-rendered when a run with a growing pool resumes
 
 # -- model ------------------------------------------------------------------------------------------
@@ -205,7 +204,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
-        self.perceptual = PerceptualLoss.load(cfg.loss.perceptual_model, self.device) if cfg.loss.perceptual > 0 else None
+        self.perceptual = (PerceptualLoss.load(cfg.loss.perceptual_model, self.device)
+                           if cfg.loss.perceptual > 0 else None)
 
     # -- state ------------------------------------------------------------------------------------
     @property

@@ -25,9 +25,10 @@ import torch
 
 from orbitmesh import atomic
 from orbitmesh.errors import ModelError
+from orbitmesh.models.catalogue import LRM_WEIGHT_NAMES
 from orbitmesh.models.lrm.config import LRMConfig, vfusion3d
 
-WEIGHT_NAMES = ("model.safetensors", "model.pth", "model.pt", "model.ckpt", "pytorch_model.bin")
+WEIGHT_NAMES = LRM_WEIGHT_NAMES  # the file names a model folder may hold (listed in the catalogue)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # Wrappers a checkpoint may put in front of every key.
 _PREFIXES = ("module.", "model.", "lrm_generator.", "generator.")
@@ -114,9 +115,10 @@ def infer_config(sd: Mapping[str, torch.Tensor], base: LRMConfig | None = None) 
     def count(pattern: str) -> int:
         return len({m.group(1) for k in sd if (m := re.match(pattern, k))})
 
+    mlp_ratio = fc1.shape[0] // enc_dim if fc1.shape[0] % enc_dim == 0 else fc1.shape[0] / enc_dim
     enc = replace(base.encoder, hidden_size=enc_dim, patch_size=patch_size,
                   num_hidden_layers=count(r"encoder\.model\.encoder\.layer\.(\d+)\."),
-                  image_size=int(round(math.sqrt(n_pos))) * patch_size, mlp_ratio=fc1.shape[0] // enc_dim if fc1.shape[0] % enc_dim == 0 else fc1.shape[0] / enc_dim,
+                  image_size=int(round(math.sqrt(n_pos))) * patch_size, mlp_ratio=mlp_ratio,
                   num_attention_heads=base.encoder.num_attention_heads if enc_dim == base.encoder.hidden_size
                   else max(1, enc_dim // 64))
     heads = base.transformer_heads if dim == base.transformer_dim else max(1, dim // 64)
@@ -187,7 +189,7 @@ def _resolve_files(source: str, local_files_only: bool, cache_dir: str | os.Path
     if path.is_file():
         cfg = path.with_name("config.json")
         return path, cfg if cfg.is_file() else None
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not path.suffix in (".safetensors", *TORCH_SUFFIXES):
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", source) and path.suffix not in (".safetensors", *TORCH_SUFFIXES):
         return _download(source, local_files_only, cache_dir)
     raise ModelError(f"model not found: {source}", fix="give a model folder, a .safetensors/.pth file or a hub id")
 
@@ -204,7 +206,7 @@ def _download(repo_id: str, local_files_only: bool, cache_dir) -> tuple[Path, Pa
     except LocalEntryNotFoundError as exc:
         if local_files_only:
             raise ModelError(f"{repo_id} is not in the local cache and downloads are off",
-                             fix=f"download it once without local_files_only, or copy it into the model folder") from exc
+                             fix="download it once without local_files_only, or copy it into the model folder") from exc
         raise ModelError(f"cannot download {repo_id}: {exc}", fix="check the network/proxy, or download the files "
                          "by hand into the model folder") from exc
     except Exception as exc:  # repo not found, gated, HTTP errors

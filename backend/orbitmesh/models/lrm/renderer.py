@@ -30,7 +30,8 @@ class RenderOptions:
     white_back: bool = True
 
 
-def camera_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, render_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def camera_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor,
+                render_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cam2world (B, 4, 4), normalised intrinsics (B, 3, 3) -> origins, unit directions (B, S*S, 3).
 
     Pixel (row i, column j) is ray index i*S + j, through the pixel centre.

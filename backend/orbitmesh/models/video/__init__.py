@@ -5,5 +5,3 @@ package is cheap.
 """
 
 from __future__ import annotations
-
-SV3D_VARIANTS = ("sv3d_u", "sv3d_p")

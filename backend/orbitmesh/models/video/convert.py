@@ -330,7 +330,8 @@ def clip_config_from_state_dict(visual: Mapping[str, torch.Tensor], num_heads: i
     grid = int(round((visual["positional_embedding"].shape[0] - 1) ** 0.5))
     return {
         "hidden_size": int(width), "intermediate_size": int(visual["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "num_hidden_layers": len(layers), "num_attention_heads": num_heads or (16 if width == 1280 else max(1, width // 64)),
+        "num_hidden_layers": len(layers),
+        "num_attention_heads": num_heads or (16 if width == 1280 else max(1, width // 64)),
         "image_size": grid * int(patch), "patch_size": int(patch), "projection_dim": int(visual["proj"].shape[1]),
         "hidden_act": "gelu", "layer_norm_eps": 1e-5,
     }
@@ -342,7 +343,8 @@ def convert_clip_state_dict(visual: Mapping[str, torch.Tensor]) -> StateDict:
         "vision_model.embeddings.class_embedding": visual["class_embedding"],
         "vision_model.embeddings.position_embedding.weight": visual["positional_embedding"],
         "vision_model.embeddings.patch_embedding.weight": visual["conv1.weight"],
-        "vision_model.pre_layrnorm.weight": visual["ln_pre.weight"], "vision_model.pre_layrnorm.bias": visual["ln_pre.bias"],
+        "vision_model.pre_layrnorm.weight": visual["ln_pre.weight"],
+        "vision_model.pre_layrnorm.bias": visual["ln_pre.bias"],
         "vision_model.post_layernorm.weight": visual["ln_post.weight"],
         "vision_model.post_layernorm.bias": visual["ln_post.bias"],
         "visual_projection.weight": visual["proj"].T.contiguous(),
@@ -369,11 +371,13 @@ def clip_from_checkpoint(ckpt: Mapping[str, torch.Tensor], num_heads: int | None
 
     prefix = clip_prefix(ckpt)
     if prefix is None:
-        raise ModelError("the checkpoint has no OpenCLIP image encoder (conditioner.embedders.N.open_clip.model.visual.*)",
+        raise ModelError("the checkpoint has no OpenCLIP image encoder "
+                         "(conditioner.embedders.N.open_clip.model.visual.*)",
                          fix="use a full SV3D checkpoint (sv3d_u.safetensors / sv3d_p.safetensors)")
     visual = {k[len(prefix):]: v for k, v in ckpt.items() if k.startswith(prefix)}
     config = CLIPVisionConfig(**clip_config_from_state_dict(visual, num_heads))
-    return load_into(CLIPVisionModelWithProjection(config), convert_clip_state_dict(visual), "CLIP image encoder").eval()
+    model = CLIPVisionModelWithProjection(config)
+    return load_into(model, convert_clip_state_dict(visual), "CLIP image encoder").eval()
 
 
 # --------------------------------------------------------------------------- whole checkpoints

@@ -7,7 +7,8 @@ Sources ``SV3DPipeline.from_pretrained`` accepts:
 * the hub id ``stabilityai/sv3d`` (gated: accept the licence on the model page and log in with a
   token); the file ``<variant>.safetensors`` is fetched into the hub cache at load time.
 
-Known models: ``sv3d_p`` / ``sv3d_u`` in :mod:`orbitmesh.models.registry`.
+Known models: ``sv3d_p`` / ``sv3d_u`` in :mod:`orbitmesh.models.catalogue` (hub id, files, licence,
+where a local copy may be).
 """
 
 from __future__ import annotations
@@ -20,20 +21,15 @@ from typing import Any, Callable
 import torch
 
 from orbitmesh.errors import ModelError
+from orbitmesh.models import catalogue
 
-HUB_ID = "stabilityai/sv3d"
-SV3D_NAMES = ("sv3d_p", "sv3d_u")  # entries of orbitmesh.models.registry.MODELS (file, licence, gated)
-
-
-def _model_info(name: str):
-    from orbitmesh.models.registry import MODELS
-
-    return MODELS[name]
+SV3D_NAMES = tuple(e.name for e in catalogue.models("video"))
+HUB_ID = str(catalogue.get("sv3d_p").hub_id)  # every SV3D variant is a file of this (gated) repo
 
 
 def gated_fix() -> str:
-    info = _model_info("sv3d_p")
-    return (f"open https://huggingface.co/{HUB_ID}, accept the licence ({info.license}), create a read token at "
+    info = catalogue.get("sv3d_p")
+    return (f"open https://huggingface.co/{HUB_ID}, accept the licence ({info.licence}), create a read token at "
             "https://huggingface.co/settings/tokens and run `huggingface-cli login` (or set HF_TOKEN); "
             "or download sv3d_p.safetensors yourself and pass its path / convert it with `orbitmesh convert-sv3d`")
 
@@ -75,7 +71,7 @@ class SV3DPipeline:
         elif path.is_file():
             parts = _load_sgm_file(path, variant)
         elif str(source) == HUB_ID or str(source) in SV3D_NAMES:
-            name = variant or (str(source) if str(source) in SV3D_NAMES else "sv3d_p")
+            name = variant or (str(source) if str(source) in SV3D_NAMES else catalogue.DEFAULTS["video"])
             parts = _load_sgm_file(_hub_download(name, cache_dir), name)
         else:
             raise ModelError(f"SV3D model not found: {source}",
@@ -169,12 +165,10 @@ def resolve_source(model: str | Path, model_dir: str | Path | None = None) -> tu
     """
     name = str(model)
     if name in SV3D_NAMES:
+        entry = catalogue.get(name, "video")
         if model_dir is not None:
-            for candidate in (Path(model_dir) / name, Path(model_dir) / f"{name}.safetensors",
-                              Path(model_dir) / "sv3d" / f"{name}.safetensors"):
-                if candidate.exists():
-                    return candidate, name
-            cached = _cached_hub_file(name, Path(model_dir))
+            local = entry.source.local_path(model_dir)
+            cached = local if local is not None else entry.cached_file(model_dir)
             if cached is not None:
                 return cached, name
         return HUB_ID, name
@@ -184,17 +178,7 @@ def resolve_source(model: str | Path, model_dir: str | Path | None = None) -> tu
     if name == HUB_ID:
         return HUB_ID, None
     raise ModelError(f"unknown SV3D model {name!r}",
-                     fix=f"use sv3d_p, sv3d_u, {HUB_ID}, a converted folder or an SGM .safetensors file")
-
-
-def _cached_hub_file(name: str, model_dir: Path) -> Path | None:
-    """The checkpoint in the hub cache under ``<model_dir>/hub`` (no network), if present."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from orbitmesh.models.registry import hub_cache_dir
-
-    hit = try_to_load_from_cache(HUB_ID, _model_info(name).files[0], cache_dir=str(hub_cache_dir(model_dir)))
-    return Path(hit) if isinstance(hit, str) else None
+                     fix=f"use {', '.join(SV3D_NAMES)}, {HUB_ID}, a converted folder or an SGM .safetensors file")
 
 
 def _load_folder(path: Path) -> dict[str, Any]:
@@ -221,8 +205,15 @@ def _load_folder(path: Path) -> dict[str, Any]:
 
 
 def _load_sgm_file(path: Path, expected: str | None) -> dict[str, Any]:
-    from orbitmesh.models.video.convert import (SCALE_FACTOR, UNET_PREFIX, check_kind, clip_from_checkpoint,
-                                                read_checkpoint, unet_from_sgm, vae_from_checkpoint)
+    from orbitmesh.models.video.convert import (
+        SCALE_FACTOR,
+        UNET_PREFIX,
+        check_kind,
+        clip_from_checkpoint,
+        read_checkpoint,
+        unet_from_sgm,
+        vae_from_checkpoint,
+    )
 
     ckpt, metadata = read_checkpoint(path)
     variant = check_kind(ckpt, path.name, expected)
@@ -237,7 +228,7 @@ def _hub_download(variant: str, cache_dir: str | Path | None) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
-    filename = _model_info(variant).files[0]
+    filename = catalogue.get(variant, "video").files[0]
     try:
         return Path(hf_hub_download(HUB_ID, filename, cache_dir=cache_dir))
     except GatedRepoError as exc:

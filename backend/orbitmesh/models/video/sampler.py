@@ -66,7 +66,8 @@ def denoise(unet, x: torch.Tensor, sigma: torch.Tensor, cond_latent: torch.Tenso
     return denoised, {"unet_input": unet_input, "c_noise": s.c_noise, "unet_output": out}
 
 
-def edm_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO) -> torch.Tensor:
+def edm_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
+               rho: float = RHO) -> torch.Tensor:
     """(steps + 1,) float32: Karras sigmas from sigma_max down to sigma_min, then 0."""
     if steps < 1:
         raise ValueError("steps must be at least 1")

@@ -19,16 +19,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .errors import AddonError
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 
-class ServerError(Exception):
-    """A request to the server failed. ``code`` is the server's error code (or a local one)."""
+class ServerError(AddonError):
+    """A request to the server failed. ``code`` is the server's error code (or a local one), ``status``
+    the HTTP status when the server answered."""
 
     def __init__(self, message: str, *, fix: str | None = None, code: str = "error", status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
+        super().__init__(message, fix)
         self.code = code
         self.status = status
 
@@ -47,7 +48,7 @@ def normalize_url(url: str) -> str:
         raise ServerError(f"the server URL {url!r} is not an http:// address",
                           fix=f"set it in the add-on preferences, e.g. {DEFAULT_URL}", code="bad_url")
     try:
-        parts.port
+        _ = parts.port  # raises for a port that is not a number
     except ValueError:
         raise ServerError(f"the server URL {url!r} has an invalid port",
                           fix=f"use a port number, e.g. {DEFAULT_URL}", code="bad_url") from None

@@ -7,12 +7,14 @@
   PYTHONPATH, so a crash or an out-of-memory kill cannot take Blender down.
 
 ``submit(spec)`` returns a :class:`JobHandle` whose worker thread follows the job; Blender's
-main thread only calls ``state()`` (a copy under a lock) and ``request_cancel()``.
+main thread only calls ``state()`` (a copy under a lock) and ``request_cancel()``. A backend that
+cannot start or answer raises :class:`~.errors.AddonError` (:class:`~.client.ServerError` for HTTP).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -24,27 +26,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..contract import TERMINAL
 from . import client as http
+from . import settings as contract_settings
+from .errors import AddonError
 
-TERMINAL = ("done", "failed", "cancelled")
 POLL_S = 0.25  # server status polling interval
 CANCEL_GRACE_S = 30.0  # how long a cancelled server job may take to stop before we stop waiting
 KILL_AFTER_S = 5.0  # terminate -> kill for a subprocess that ignores SIGTERM
 LOST_CONTACT_S = 15.0  # consecutive failed polls before a server job counts as lost
 
 
-class BackendError(Exception):
-    """A job could not be started (backend missing, misconfigured, refused the request)."""
-
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-
 @dataclass
 class JobSpec:
-    """What to run. ``settings`` holds GenerateRequest fields (mode, model, seed, ...); None = default."""
+    """What to run. ``settings`` is a settings dict (see :mod:`.settings`); None or "" = the backend's default."""
 
     name: str
     work_dir: Path
@@ -54,7 +49,7 @@ class JobSpec:
 
     def clean_settings(self) -> dict[str, Any]:
         """Settings without None/empty values (an empty model means the backend's default)."""
-        return {k: v for k, v in self.settings.items() if v is not None and v != ""}
+        return contract_settings.clean(self.settings)
 
 
 @dataclass
@@ -218,26 +213,17 @@ class ServerBackend:
     name = "server"
 
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
-        try:
-            self.client = http.Client(url, timeout=timeout, token=token)
-        except http.ServerError as exc:
-            raise BackendError(exc.message, fix=exc.fix) from None
+        self.client = http.Client(url, timeout=timeout, token=token)  # ServerError on a bad URL
 
     def health(self, timeout: float = 3.0) -> dict:
-        try:
-            return self.client.health(timeout=timeout)
-        except http.ServerError as exc:
-            raise BackendError(exc.message, fix=exc.fix) from None
+        return self.client.health(timeout=timeout)
 
     def submit(self, spec: JobSpec) -> ServerJob:
         settings = spec.clean_settings()
-        try:
-            if spec.prompt is not None:
-                answer = self.client.submit_prompt(spec.prompt, settings)
-            else:
-                answer = self.client.submit_image(spec.image_path or "", settings)
-        except http.ServerError as exc:
-            raise BackendError(exc.message, fix=exc.fix) from None
+        if spec.prompt is not None:
+            answer = self.client.submit_prompt(spec.prompt, settings)
+        else:
+            answer = self.client.submit_image(spec.image_path or "", settings)
         version = ""
         try:
             version = str(self.client.health(timeout=2.0).get("version") or "")
@@ -321,10 +307,9 @@ class SubprocessJob(JobHandle):
                                          bufsize=1, creationflags=_no_window())
         except OSError as exc:
             self._log.close()
-            raise BackendError(f"cannot start {argv[0]}: {exc.strerror or exc}",
+            raise AddonError(f"cannot start {argv[0]}: {exc.strerror or exc}",
                                fix="check the Python executable in the OrbitMesh add-on preferences") from None
         self._set(status="queued", preview_path=spec.image_path or "", message="starting")
-        self._stages: list[str] = []
         self._thread = threading.Thread(target=self._run, name="orbitmesh-subprocess", daemon=True)
         self._thread.start()
 
@@ -337,18 +322,6 @@ class SubprocessJob(JobHandle):
     def _kill_if_alive(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-
-    def _overall(self, stage: str, step: int, total: int) -> float:
-        if stage not in self._stages:  # the orchestrator lists its stages in job.json at start
-            for path in Path(self.spec.work_dir).glob("*/job.json"):
-                try:
-                    self._stages = list(json.loads(path.read_text(encoding="utf-8")).get("stages") or [])
-                except (OSError, ValueError):
-                    pass
-            if stage not in self._stages:
-                self._stages.append(stage)
-        frac = min(1.0, step / total) if total > 0 else 0.0
-        return (self._stages.index(stage) + frac) / max(1, len(self._stages))
 
     def _run(self) -> None:
         terminal: tuple[str, dict] | None = None
@@ -365,13 +338,11 @@ class SubprocessJob(JobHandle):
                         self._log.write(line + "\n")
                     continue
                 kind = event.get("event")
-                if kind == "progress":
-                    stage, step, total = str(event.get("stage") or ""), int(event.get("step") or 0), \
-                        int(event.get("total") or 0)
-                    prev = self.state().progress
-                    self._set(status="running", stage=stage, step=step, total=total,
+                if kind == "progress":  # the backend's overall progress; never step back
+                    self._set(status="running", stage=str(event.get("stage") or ""),
+                              step=int(event.get("step") or 0), total=int(event.get("total") or 0),
                               message=str(event.get("message") or ""), eta_s=event.get("eta_s"),
-                              progress=max(prev, self._overall(stage, step, total)))
+                              progress=max(self.state().progress, event_progress(event)))
                 elif kind == "done":
                     terminal = ("done", event.get("result") or {})
                 elif kind == "error":
@@ -421,6 +392,15 @@ class SubprocessJob(JobHandle):
         self._finish("failed", error={"message": msg, "fix": fix})
 
 
+def event_progress(event: dict) -> float:
+    """The backend's overall progress (0..1) in a jsonl progress event; 0 when it has none."""
+    try:
+        value = float(event.get("progress") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(value) else min(1.0, max(0.0, value))
+
+
 def _tail(path: Path, lines: int = 1) -> str:
     try:
         text = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
@@ -440,7 +420,7 @@ class SubprocessBackend:
         self.device = device
         self.extra_env = extra_env or {}
         if not (os.path.isfile(self.python) or shutil.which(self.python)):
-            raise BackendError(f"Python executable not found: {self.python}",
+            raise AddonError(f"Python executable not found: {self.python}",
                                fix="set 'Python' in the OrbitMesh add-on preferences (or leave it empty)")
 
     def env(self) -> dict[str, str]:
@@ -462,12 +442,7 @@ class SubprocessBackend:
         else:
             argv.append(str(spec.image_path))
         argv += ["-o", str(work / "model.glb"), "--progress", "jsonl", "--output-dir", str(work)]
-        flags = {"model": "--model", "seed": "--seed", "mc_resolution": "--mc-resolution",
-                 "target_faces": "--target-faces", "texture_size": "--texture-size", "mode": "--mode",
-                 "text_to_image_model": "--text-to-image-model"}
-        for key, value in spec.clean_settings().items():
-            if key in flags:
-                argv += [flags[key], str(value)]
+        argv += contract_settings.cli_args(spec.settings)  # each setting's flag from the contract
         return argv + self.settings_args()
 
     def submit(self, spec: JobSpec) -> SubprocessJob:
@@ -480,14 +455,14 @@ class SubprocessBackend:
             out = subprocess.run([self.python, "-c", PROBE, json.dumps(kw)], capture_output=True, text=True,
                                  env=self.env(), timeout=timeout, creationflags=_no_window())
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BackendError(f"cannot run {self.python}: {exc}", fix="check the add-on preferences") from None
+            raise AddonError(f"cannot run {self.python}: {exc}", fix="check the add-on preferences") from None
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
         if not lines:
-            raise BackendError(f"the OrbitMesh check failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}",
+            raise AddonError(f"the OrbitMesh check failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}",
                                fix="check the Python and site-packages settings in the add-on preferences")
         data = json.loads(lines[-1])
         if data.get("status") != "ok":
-            raise BackendError(data.get("message", "orbitmesh is not available"),
+            raise AddonError(data.get("message", "orbitmesh is not available"),
                                fix="install the full OrbitMesh package (with wheels) or set a site-packages "
                                    "folder that has orbitmesh in the add-on preferences")
         return data
@@ -517,7 +492,7 @@ def start_server(python: str, url: str, pythonpath: list[str], *, model_dir: str
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=python_env(pythonpath, extra), creationflags=_no_window())
     except OSError as exc:
-        raise BackendError(f"cannot start the server with {argv[0]}: {exc.strerror or exc}",
+        raise AddonError(f"cannot start the server with {argv[0]}: {exc.strerror or exc}",
                            fix="set the Python executable in the OrbitMesh add-on preferences") from None
     finally:
         log.close()
@@ -534,13 +509,13 @@ def wait_for_health(url: str, proc: subprocess.Popen | None, *, timeout: float =
             return client.health(timeout=max(1.0, min(15.0, deadline - time.monotonic())))
         except http.ServerError as exc:
             if not isinstance(exc, http.ServerUnreachable) and exc.code != "timeout":
-                raise BackendError(exc.message, fix=exc.fix) from None
+                raise
         if proc is not None and proc.poll() is not None:
             tail = _tail(Path(log_path)) if log_path else ""
-            raise BackendError(f"the server exited (code {proc.returncode})" + (f": {tail}" if tail else ""),
+            raise AddonError(f"the server exited (code {proc.returncode})" + (f": {tail}" if tail else ""),
                                fix=f"see the server log {log_path}" if log_path else "run `orbitmesh serve` "
                                "in a terminal to see why")
         if time.monotonic() > deadline or should_stop():
-            raise BackendError(f"the server did not answer at {url} within {timeout:.0f} s",
+            raise AddonError(f"the server did not answer at {url} within {timeout:.0f} s",
                                fix=f"see the server log {log_path}" if log_path else "check the URL")
         time.sleep(0.25)

@@ -1,0 +1,81 @@
+"""Stage names, their progress weights and the stages each mode runs: the one definition (torch-free).
+
+Stage classes take their ``name`` from :data:`STAGES`; the orchestrator, the job record, the
+server's and the CLI's overall ``progress`` (0..1) and the add-on (through the generated
+contract) all read this table, so a stage is named and weighed in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One pipeline stage. ``weight``: its rough share of a job's time, only used for the progress bar."""
+
+    name: str
+    weight: float
+    description: str
+
+
+@dataclass(frozen=True)
+class ModeInfo:
+    """One generation mode: its label and description (CLI help, add-on enum) and its stages in order.
+
+    ``text_to_image`` is prepended when the source is a prompt.
+    """
+
+    name: str
+    label: str
+    description: str
+    stages: tuple[str, ...]
+
+
+TEXT_TO_IMAGE = "text_to_image"
+PREPROCESS = "preprocess"
+ORBIT = "orbit"
+LRM = "lrm"
+ALIGN = "align"
+REFINE = "refine"
+GRID_QUERY = "grid_query"
+MESH = "mesh"
+EXPORT = "export"
+
+# Weights: a guess from CPU/GPU runs of the default settings.
+STAGES: dict[str, StageInfo] = {s.name: s for s in (
+    StageInfo(TEXT_TO_IMAGE, 4.0, "prompt -> image (diffusers text-to-image)"),
+    StageInfo(PREPROCESS, 1.0, "background removal and recentring"),
+    StageInfo(ORBIT, 12.0, "SV3D: 21 orbit views of the object"),
+    StageInfo(LRM, 2.0, "image -> triplane (reconstruction model)"),
+    StageInfo(ALIGN, 2.0, "orbit cameras fitted to the reconstruction's silhouettes"),
+    StageInfo(REFINE, 4.0, "triplane optimised against the orbit views"),
+    StageInfo(GRID_QUERY, 3.0, "triplane -> density grid and colour field"),
+    StageInfo(MESH, 4.0, "marching cubes, decimation, UVs, texture, GLB"),
+    StageInfo(EXPORT, 0.2, "copy of the GLB to the requested output path"),
+)}
+
+MODES: dict[str, ModeInfo] = {m.name: m for m in (
+    ModeInfo("fast", "Fast", "Image -> LRM -> mesh (seconds on a GPU)",
+             (PREPROCESS, LRM, GRID_QUERY, MESH, EXPORT)),
+    ModeInfo("quality", "Quality", "Adds SV3D orbit views for a sharper shape and texture (slower, more VRAM)",
+             (PREPROCESS, ORBIT, LRM, ALIGN, REFINE, GRID_QUERY, MESH, EXPORT)),
+)}
+DEFAULT_MODE = "fast"
+
+
+def stage_names(mode: str, *, prompt: bool = False) -> list[str]:
+    """The stages a job of ``mode`` runs, in order (with ``text_to_image`` first for a prompt)."""
+    return ([TEXT_TO_IMAGE] if prompt else []) + list(MODES[mode].stages)
+
+
+def overall_progress(stages: list[str], stage: str, step: int, total: int) -> float:
+    """0..1 over ``stages`` (each weighted by :data:`STAGES`) at ``step``/``total`` of ``stage``; below 1
+    until the job is done. An unknown stage weighs 1; a stage not in the list gives 0."""
+    if stage not in stages:
+        return 0.0
+    weights = [STAGES[s].weight if s in STAGES else 1.0 for s in stages]
+    index = stages.index(stage)
+    frac = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    done = sum(weights[:index]) + weights[index] * frac
+    return round(min(done / sum(weights), 0.999), 4)
