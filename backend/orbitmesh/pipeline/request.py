@@ -83,6 +83,8 @@ class GenerateRequest:
                                  help="decimate the mesh to about this many faces")
     texture_size: int = _setting(1024, type="int", label="Texture Size", minimum=64, maximum=8192,
                                  presets=TEXTURE_SIZES, help="texture width and height in pixels")
+    orbit_steps: int = _setting(50, type="int", label="Orbit Steps", minimum=1, maximum=500, panel=False,
+                                help="quality mode: SV3D sampling steps for the orbit views (fewer: faster, rougher)")
     output: str | None = None
 
     # ----- validation ------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def _preprocess(env: StageEnv) -> Stage:
 def _orbit(env: StageEnv) -> Stage:
     from orbitmesh.pipeline.orbit import OrbitConfig, OrbitStage
 
-    return OrbitStage(OrbitConfig(seed=env.request.seed), pipeline=env.orbit_pipeline, settings=env.settings)
+    config = OrbitConfig(seed=env.request.seed, steps=env.request.orbit_steps)
+    return OrbitStage(config, pipeline=env.orbit_pipeline, settings=env.settings)
 
 
 def _lrm(env: StageEnv) -> Stage:
