@@ -278,7 +278,7 @@ def _run(cmd: list[str]) -> None:
 
 
 # The orbitmesh[train] tools (training, procedural data, benchmarks): the runtime never imports them
-# (orbitmesh.cli.optional.TOOL_PACKAGES, checked by tests/test_build.py), so the add-on's wheel leaves them out.
+# (orbitmesh.cli.optional.TOOL_PACKAGES, checked by tests/addon/test_build.py), so the add-on's wheel leaves them out.
 TOOL_PACKAGES = ("training", "data", "bench")
 
 

@@ -2,7 +2,7 @@
 
 Commands import their heavy dependencies (torch, models) only when they run, so building the
 parser, ``--version``, ``--help``, ``doctor`` and ``serve --help`` work where torch is not
-installed (tests/test_front_door.py). The optional tools (training, data, benchmarks) are
+installed (tests/cli/test_front_door.py). The optional tools (training, data, benchmarks) are
 imported only by the ``train`` and ``bench`` commands (see :mod:`orbitmesh.cli.optional`).
 """
 

@@ -4,7 +4,7 @@ Each benchmark lives in ``orbitmesh.bench.<module>`` (the optional ``orbitmesh[t
 ``run(**keywords) -> dict``, with an optional ``format_table(result) -> str``. Its command-line
 arguments are declared here, apart from the module, so that building the parser imports neither
 the bench code nor torch; every argument's ``dest`` is a keyword of ``run`` with the same default
-(tests/test_bench.py holds the two together). The module is imported only when its benchmark runs.
+(tests/training/test_bench.py holds the two together). The module is imported only when its benchmark runs.
 """
 
 from __future__ import annotations

@@ -19,14 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "a downloaded checkpoint with `orbitmesh convert-sv3d`.")
     parser.add_argument("image", help="input image (the object is cut out and centred on white)")
     parser.add_argument("-o", "--output", help="folder to create the job folder in (default: --output-dir)")
-    parser.add_argument("--model", default="sv3d_p",
-                        help="sv3d_p (default), sv3d_u, stabilityai/sv3d, a converted folder or an SGM .safetensors")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    parser.add_argument("--elevation", type=float, default=10.0, help="camera elevation in degrees (default 10)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--num-frames", type=int, default=21, help="frames in the orbit (SV3D: 21)")
-    parser.add_argument("--size", type=int, default=576, help="frame size in pixels (SV3D: 576)")
-    parser.add_argument("--decode-chunk", type=int, default=7, help="frames decoded at a time (less = less memory)")
+    # Defaults (None) are OrbitConfig's, the orbit stage's one definition (not imported here: no numpy at --help).
+    parser.add_argument("--model", help="sv3d_p (default), sv3d_u, stabilityai/sv3d, a converted folder or an "
+                                        "SGM .safetensors")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: generate's --orbit-steps default)")
+    parser.add_argument("--elevation", type=float, help="camera elevation in degrees (default 10)")
+    parser.add_argument("--seed", type=int, help="sampling seed (default 42)")
+    parser.add_argument("--num-frames", type=int, help="frames in the orbit (SV3D: 21)")
+    parser.add_argument("--size", type=int, help="frame size in pixels (SV3D: 576)")
+    parser.add_argument("--decode-chunk", type=int, help="frames decoded at a time (less = less memory)")
     parser.add_argument("--offload", action="store_true", help="move each model to the GPU only while it runs")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     add_settings_args(parser)
@@ -43,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if not image.is_file():
         raise InputError(f"image not found: {image}", fix="check the path")
     settings = settings_from_args(args)
-    cfg = OrbitConfig(model=args.model, steps=args.steps, elevation=args.elevation, seed=args.seed,
-                      num_frames=args.num_frames, size=args.size, decode_chunk=args.decode_chunk,
-                      offload=args.offload).validate()
+    given = {key: getattr(args, key) for key in ("model", "steps", "elevation", "seed", "num_frames", "size",
+                                                 "decode_chunk")}
+    cfg = OrbitConfig(offload=args.offload, **{k: v for k, v in given.items() if v is not None}).validate()
     stage = OrbitStage(cfg, settings=settings)
     job = JobFolder.create(Path(args.output) if args.output else settings.output_dir, image.name,
                            settings={"command": "orbit", "image": str(image), **cfg.__dict__,

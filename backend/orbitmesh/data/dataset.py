@@ -53,9 +53,6 @@ from orbitmesh.data.render import pixel_rays, shade
 from orbitmesh.errors import InputError
 
 CACHE_VERSION = 2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
 @dataclass
 class MultiViewData:
     """N objects. Shapes: ``input_rgb`` (N, S, S, 3) uint8; ``source_camera`` (N, 16) float32 (3x4
@@ -95,10 +92,6 @@ class MultiViewData:
         for k, v in self.__dict__.items():
             if v is not None:
                 v[start : start + len(other)] = getattr(other, k)
-
-    def subset(self, index) -> "MultiViewData":
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return MultiViewData(**{k: pick(v) for k, v in self.__dict__.items()})
 
     # -- disk cache -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

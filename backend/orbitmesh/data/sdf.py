@@ -9,7 +9,6 @@ Formulas follow the standard closed forms (Quilez, "distance functions").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -119,21 +118,6 @@ class Part:
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         return self.local_sdf(self.to_local(points))
-
-    def bounding_radius(self) -> float:
-        """Radius of a sphere around the part's centre that contains it."""
-        a = self.params
-        if self.kind == "sphere":
-            return a[0]
-        if self.kind in ("box", "rounded_box"):
-            return math.sqrt(a[0] ** 2 + a[1] ** 2 + a[2] ** 2)
-        if self.kind == "cylinder":
-            return math.hypot(a[0], a[1])
-        if self.kind == "cone":
-            return math.hypot(max(a[1], a[2]), a[0])
-        if self.kind == "torus":
-            return a[0] + a[1]
-        return a[0] + a[1]  # capsule
 
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) world points -> (N, 3) albedo from the part's procedural texture (in local coords)."""

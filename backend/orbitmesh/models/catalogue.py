@@ -200,7 +200,7 @@ class ModelEntry:
             return (f"download {self.name} with `orbitmesh generate IMAGE --model {self.name}` (fetches {self.hub_id}; "
                     f"licence {self.licence}), or put its {weights} in {folder / self.name}, or pass --model PATH; "
                     f"`--model tiny-random` checks the pipeline without a real model")
-        gated = (" (gated: accept the licence on that page and log in with `huggingface-cli login` or set HF_TOKEN)"
+        gated = (" (gated: accept the licence on that page and log in with `hf auth login` or set HF_TOKEN)"
                  if self.gated else "")
         return (f"licence {self.licence}: https://huggingface.co/{self.hub_id}{gated}; then run "
                 f"`hf download {self.hub_id} {weights} --cache-dir {hub_cache_dir(folder)}` "
@@ -208,7 +208,7 @@ class ModelEntry:
 
     def licence_notice(self) -> str:
         url = f" ({self.licence_url})" if self.licence_url else ""
-        gated = (" Gated on the hub: accept the licence on its page and log in (huggingface-cli login)."
+        gated = (" Gated on the hub: accept the licence on its page and log in (hf auth login)."
                  if self.gated else "")
         return f"{self.name} ({self.hub_id or 'built in'}) is licensed {self.licence}{url}.{gated}"
 

@@ -24,8 +24,10 @@ import numpy as np
 from PIL import Image
 
 from orbitmesh.errors import InputError
+from orbitmesh.models.catalogue import DEFAULTS
 from orbitmesh.pipeline import modes
 from orbitmesh.pipeline.orchestrator import StageContext
+from orbitmesh.pipeline.request import default_settings
 from orbitmesh.progress import ProgressCallback, null_progress
 
 STAGE = modes.ORBIT
@@ -43,8 +45,8 @@ class OrbitConfig:
     ``offload``: keep models on the CPU and move each to the GPU only while it runs (for <= 12 GB).
     """
 
-    model: str = "sv3d_p"
-    steps: int = 50
+    model: str = DEFAULTS["video"]
+    steps: int = default_settings()["orbit_steps"]
     elevation: float = 10.0
     num_frames: int = 21
     size: int = 576

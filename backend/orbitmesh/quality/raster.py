@@ -162,11 +162,6 @@ def silhouettes(vertices, faces, cameras: list[Camera], size: int, device=None) 
     return out.view(len(cameras), size, size)
 
 
-def silhouette(vertices, faces, camera: Camera, size: int, device=None) -> torch.Tensor:
-    """(size, size) bool: the mesh's coverage in the view."""
-    return rasterize(vertices, faces, camera, size, device=device).mask
-
-
 def surface_points(raster: ViewRaster, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(S, S, 3) world points of the visible surface (zeros where nothing is hit)."""
     fid = raster.face.clamp(min=0)

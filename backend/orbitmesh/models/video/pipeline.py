@@ -30,7 +30,7 @@ HUB_ID = str(catalogue.get("sv3d_p").hub_id)  # every SV3D variant is a file of 
 def gated_fix() -> str:
     info = catalogue.get("sv3d_p")
     return (f"open https://huggingface.co/{HUB_ID}, accept the licence ({info.licence}), create a read token at "
-            "https://huggingface.co/settings/tokens and run `huggingface-cli login` (or set HF_TOKEN); "
+            "https://huggingface.co/settings/tokens and run `hf auth login` (or set HF_TOKEN); "
             "or download sv3d_p.safetensors yourself and pass its path / convert it with `orbitmesh convert-sv3d`")
 
 
