@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from orbitmesh.pipeline.request import cli_flag, default_settings, settings_spec
-from orbitmesh.progress import ProgressEvent, ProgressTracker
+from orbitmesh.progress import ProgressTracker
 from orbitmesh.settings import DEVICES, DTYPES, Settings, load_settings
 
 
@@ -49,13 +48,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def console_progress(quiet: bool = False) -> ProgressTracker:
-    """A tracker that prints one line per stage step to stderr."""
+    """A tracker showing progress on stderr: a live bar per stage on a terminal, throttled lines otherwise
+    (:class:`orbitmesh.cli.console.ConsoleProgress`; end it with :func:`end_progress`)."""
+    from orbitmesh.cli.console import ConsoleProgress
 
-    def show(event: ProgressEvent) -> None:
-        if quiet:
-            return
-        eta = f" eta {event.eta_s:.0f}s" if event.eta_s is not None and event.eta_s >= 1 else ""
-        total = f"/{event.total}" if event.total > 1 else ""
-        print(f"[{event.stage}] {event.step}{total} {event.message}{eta}", file=sys.stderr, flush=True)
+    return ProgressTracker(listener=None if quiet else ConsoleProgress())
 
-    return ProgressTracker(listener=show)
+
+def end_progress(tracker: ProgressTracker, *, completed: bool) -> None:
+    """Close the console display of ``tracker`` (the last bar at 100 % when the job completed)."""
+    close = getattr(tracker.listener, "close", None)
+    if close is not None:
+        close(completed=completed)

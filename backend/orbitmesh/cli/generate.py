@@ -19,6 +19,7 @@ from orbitmesh.cli.common import (
     add_request_args,
     add_settings_args,
     console_progress,
+    end_progress,
     request_settings_from_args,
     settings_from_args,
 )
@@ -60,8 +61,10 @@ def _tracker(mode: str, quiet: bool) -> ProgressTracker:
 def run(args: argparse.Namespace) -> int:
     jsonl = args.progress == "jsonl"
     tracker = _tracker(args.progress, args.quiet)
+    completed = False
     try:
         result = _generate(args, tracker)
+        completed = True
     except JobCancelled:
         if not jsonl:
             raise
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             raise
         _emit({"event": "cancelled"})
         return 130
+    finally:
+        end_progress(tracker, completed=completed)  # the last bar at 100 % only when the job completed
     if jsonl:
         _emit({"event": "done", "result": result.to_dict()})
     else:

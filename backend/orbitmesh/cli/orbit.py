@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orbitmesh.cli.common import add_settings_args, console_progress, settings_from_args
+from orbitmesh.cli.common import add_settings_args, console_progress, end_progress, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
     job = JobFolder.create(Path(args.output) if args.output else settings.output_dir, image.name,
                            settings={"command": "orbit", "image": str(image), **cfg.__dict__,
                                      **settings.to_dict()})
-    state, _ = Orchestrator([stage]).run(job, console_progress(args.quiet), state={"image_path": str(image)})
+    tracker = console_progress(args.quiet)
+    completed = False
+    try:
+        state, _ = Orchestrator([stage]).run(job, tracker, state={"image_path": str(image)})
+        completed = True
+    finally:
+        end_progress(tracker, completed=completed)
     timings = state.orbit.timings
     print(f"wrote {len(state.orbit.frames)} frames and {CAMERAS_FILE} to {job.path} "
           f"(sampling {timings.get('sample', 0):.1f} s)")

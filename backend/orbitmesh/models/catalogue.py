@@ -1,8 +1,9 @@
 """Every model OrbitMesh knows, of every kind, and whether it is on this machine.
 
 One entry per model: what it is, where it comes from (hub id, files, where a local copy may
-live under the model folder), its licence and whether that allows commercial use, its size,
-and the data its loader needs (the LRM config preset, a text-to-image model's sampling
+live under the model folder), its licence and whether that allows commercial use (``yes``,
+``conditional`` with the condition, ``no``: see :data:`COMMERCIAL`), its size, and the data its
+loader needs (the LRM architecture and config preset, a text-to-image model's sampling
 defaults). ``is_available(model_dir)`` looks at the disk only (the model folder, the hub cache
 under ``<model_dir>/hub``, the package itself) and never touches the network;
 ``how_to_get(model_dir)`` is the one-line fix shown when it is missing.
@@ -26,6 +27,19 @@ KINDS: dict[str, str] = {"lrm": "reconstruction", "video": "SV3D orbit-view", "t
 # The model each kind uses when none is named: the real LRM preferred over the bundled preview,
 # the SV3D variant quality mode runs, the text-to-image model behind --prompt.
 DEFAULTS: dict[str, str] = {"lrm": "vfusion3d", "video": "sv3d_p", "text_to_image": "stabilityai/sdxl-turbo"}
+# The real reconstruction models a job without --model looks for, in this order (the first one on this
+# machine wins; ``commercial_only`` skips those whose licence says "no"); with none, the bundled preview.
+# ``Settings.default_model`` overrides the order with one model.
+LRM_PREFERENCE: tuple[str, ...] = ("vfusion3d", "triposr")
+# Whether a licence allows commercial use: "yes" (MIT, Apache-2.0, OpenRAIL with its use restrictions),
+# "conditional" (allowed only for some users, e.g. under a revenue cap: ModelEntry.condition says which),
+# "no" (non-commercial licences). A model outside the catalogue is "unknown".
+COMMERCIAL: dict[str, str] = {"yes": "commercial use allowed", "conditional": "commercial use allowed on a condition",
+                              "no": "non-commercial only"}
+UNKNOWN = "unknown"
+# The command-line option that picks each kind's model (named in the fix of a refused model).
+MODEL_OPTION: dict[str, str] = {"lrm": "--model", "video": "(quality mode's orbit model)",
+                                "text_to_image": "--text-to-image-model"}
 
 # LRM checkpoint file names a model folder may hold (first match wins when loading).
 LRM_WEIGHT_NAMES = ("model.safetensors", "model.pth", "model.pt", "model.ckpt", "pytorch_model.bin")
@@ -128,6 +142,11 @@ def diffusers_source(hub_id: str, fp16_variant: bool = True) -> Source:
                   local_marker=(DIFFUSERS_INDEX,))
 
 
+# The reconstruction model classes (ModelEntry.architecture of the lrm kind).
+ARCHITECTURES: dict[str, str] = {"vfusion3d": "orbitmesh.models.lrm.LRM (VFusion3D family)",
+                                 "triposr": "orbitmesh.models.triposr (TripoSR)"}
+
+
 @dataclass(frozen=True)
 class TextToImageDefaults:
     """How a text-to-image model samples by default and what it needs."""
@@ -142,8 +161,11 @@ class TextToImageDefaults:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One known model. ``commercial``: whether its licence allows commercial use without
-    conditions on who uses it (use restrictions like OpenRAIL's are allowed; revenue caps are not)."""
+    """One known model. ``commercial`` (a key of :data:`COMMERCIAL`): whether its licence allows
+    commercial use: "yes" (use restrictions like OpenRAIL's are allowed), "conditional" (only for some
+    users; ``condition`` says who, e.g. a revenue cap) or "no". ``architecture`` (lrm kind): the model
+    class that loads it, "vfusion3d" (:class:`orbitmesh.models.lrm.LRM`: VFusion3D, the preview model,
+    tiny-random) or "triposr"."""
 
     name: str
     kind: str  # a key of KINDS
@@ -151,11 +173,22 @@ class ModelEntry:
     source: Source
     licence: str
     licence_url: str
-    commercial: bool
+    commercial: str  # a key of COMMERCIAL
     size_gb: float  # approximate download
     gated: bool = False  # the hub asks for a licence click-through and a token
     preset: str | None = None  # LRM config preset (lrm kind)
     text_to_image: TextToImageDefaults | None = None  # sampling defaults (text_to_image kind)
+    condition: str | None = None  # who may use it commercially ("conditional" only)
+    architecture: str | None = None  # lrm kind: "vfusion3d" or "triposr"
+
+    def __post_init__(self) -> None:
+        # A wrong value here would silently let a non-commercial model through --commercial-only.
+        if self.commercial not in COMMERCIAL:
+            raise ValueError(f"{self.name}: commercial must be one of {list(COMMERCIAL)}, got {self.commercial!r}")
+        if (self.commercial == "conditional") != bool(self.condition):
+            raise ValueError(f"{self.name}: a condition is given exactly when commercial is 'conditional'")
+        if (self.kind == "lrm") != (self.architecture in ARCHITECTURES):
+            raise ValueError(f"{self.name}: an lrm entry names its architecture ({list(ARCHITECTURES)}), others none")
 
     @property
     def hub_id(self) -> str | None:
@@ -198,8 +231,8 @@ class ModelEntry:
         weights = self.files[0]
         if self.kind == "lrm":
             return (f"download {self.name} with `orbitmesh generate IMAGE --model {self.name}` (fetches {self.hub_id}; "
-                    f"licence {self.licence}), or put its {weights} in {folder / self.name}, or pass --model PATH; "
-                    f"`--model tiny-random` checks the pipeline without a real model")
+                    f"licence {self.licence}), or put its {' and '.join(self.files)} in {folder / self.name}, "
+                    f"or pass --model PATH; `--model tiny-random` checks the pipeline without a real model")
         gated = (" (gated: accept the licence on that page and log in with `hf auth login` or set HF_TOKEN)"
                  if self.gated else "")
         return (f"licence {self.licence}: https://huggingface.co/{self.hub_id}{gated}; then run "
@@ -211,6 +244,10 @@ class ModelEntry:
         gated = (" Gated on the hub: accept the licence on its page and log in (hf auth login)."
                  if self.gated else "")
         return f"{self.name} ({self.hub_id or 'built in'}) is licensed {self.licence}{url}.{gated}"
+
+    def licence_record(self) -> dict[str, str | None]:
+        """What job.json and a job's result record of a model used: {name, licence, commercial, condition}."""
+        return {"name": self.name, "licence": self.licence, "commercial": self.commercial, "condition": self.condition}
 
 
 def diffusers_how_to_get(model: str, model_dir: str | os.PathLike | None, entry: ModelEntry | None = None) -> str:
@@ -227,6 +264,9 @@ def diffusers_how_to_get(model: str, model_dir: str | os.PathLike | None, entry:
 _NC = "https://creativecommons.org/licenses/by-nc/4.0/"
 _APACHE = "https://www.apache.org/licenses/LICENSE-2.0"
 _SAI = "Stability AI Community License"
+# The Stability AI Community License's condition on commercial use (https://stability.ai/license).
+SAI_CONDITION = ("free for commercial use by individuals and organisations with under USD 1M in annual revenue; "
+                 "above that an enterprise licence from Stability AI is required (https://stability.ai/license)")
 
 
 def _lrm(name: str, description: str, source: Source, **kw) -> ModelEntry:
@@ -239,46 +279,54 @@ def _sv3d(name: str, description: str) -> ModelEntry:
     source = Source(hub_id="stabilityai/sv3d", files=(weights,), cache_marker=weights,
                     local=(name, weights, f"sv3d/{weights}"))
     return ModelEntry(name, "video", description, source, licence=_SAI,
-                      licence_url="https://huggingface.co/stabilityai/sv3d",
-                      commercial=False, size_gb=9.4, gated=True)  # commercial only under a revenue cap
+                      licence_url="https://huggingface.co/stabilityai/sv3d/blob/main/LICENSE.md",
+                      commercial="conditional", condition=SAI_CONDITION, size_gb=9.4, gated=True)
 
 
-def _t2i(hub_id: str, description: str, licence: str, commercial: bool, size_gb: float,
+def _t2i(hub_id: str, description: str, licence: str, commercial: str, size_gb: float,
          defaults: TextToImageDefaults) -> ModelEntry:
-    licence_url = (f"https://huggingface.co/{hub_id}/blob/main/LICENSE.TXT" if licence.startswith(_SAI)
-                   else f"https://huggingface.co/{hub_id}")
+    sai = licence.startswith(_SAI)
+    licence_url = f"https://huggingface.co/{hub_id}/blob/main/LICENSE.md" if sai else f"https://huggingface.co/{hub_id}"
     return ModelEntry(hub_id, "text_to_image", description, diffusers_source(hub_id, defaults.fp16_variant),
                       licence=licence, licence_url=licence_url, commercial=commercial, size_gb=size_gb,
-                      text_to_image=defaults)
+                      text_to_image=defaults, condition=SAI_CONDITION if sai else None)
 
 
-_SAI_NC = f"{_SAI} (non-commercial; sai-nc-community)"
+_OURS = "Apache-2.0 (part of OrbitMesh)"
 _ENTRIES = (
     _lrm("vfusion3d", "VFusion3D (Meta): the released image-to-3D LRM, DINOv2-base + 16x1024 transformer",
          Source(hub_id="facebook/vfusion3d", files=("model.safetensors", "config.json"),
                 cache_marker="model.safetensors", local=("vfusion3d",), local_marker=LRM_WEIGHT_NAMES),
-         licence="CC-BY-NC 4.0 (non-commercial use only)", licence_url=_NC, commercial=False, size_gb=1.8,
-         preset="vfusion3d"),
+         licence="CC-BY-NC 4.0 (non-commercial use only)", licence_url=_NC, commercial="no", size_gb=1.8,
+         preset="vfusion3d", architecture="vfusion3d"),
+    # Released layout: config.yaml (OmegaConf) + model.ckpt; our save_pretrained folder has config.json +
+    # model.safetensors instead. Either counts in <model_dir>/triposr/.
+    _lrm("triposr", "TripoSR (Tripo AI, Stability AI): image-to-3D LRM, DINO ViT-B/16 + 16x1024 triplane "
+         "transformer; MIT, so meshes may be sold", Source(
+             hub_id="stabilityai/TripoSR", files=("model.ckpt", "config.yaml"), cache_marker="model.ckpt",
+             local=("triposr",), local_marker=("model.ckpt", "model.safetensors")),
+         licence="MIT", licence_url="https://huggingface.co/stabilityai/TripoSR", commercial="yes", size_gb=1.68,
+         architecture="triposr"),
     _lrm("tiny-random", "plumbing check, not a model: a tiny LRM with fixed random weights (blobby shapes), "
          "runs end to end on a CPU in seconds", Source(builtin=True),
-         licence="Apache-2.0 (part of OrbitMesh)", licence_url=_APACHE, commercial=True, size_gb=0.0, preset="tiny"),
+         licence=_OURS, licence_url=_APACHE, commercial="yes", size_gb=0.0, preset="tiny", architecture="vfusion3d"),
     _lrm("orbitmesh-preview", "bundled preview model: a small LRM trained on procedural shapes (simple, "
          "low fidelity; ships inside the package, used when no real model is installed)",
          Source(bundled="weights/orbitmesh-preview", local_marker=LRM_WEIGHT_NAMES),
-         licence="Apache-2.0 (part of OrbitMesh)", licence_url=_APACHE, commercial=True, size_gb=0.01),
+         licence=_OURS, licence_url=_APACHE, commercial="yes", size_gb=0.01, architecture="vfusion3d"),
     _sv3d("sv3d_u", "SV3D_u (Stability AI): 21 orbit views at a fixed elevation"),
     _sv3d("sv3d_p", "SV3D_p (Stability AI): 21 orbit views along a given camera path"),
-    _t2i("stabilityai/sdxl-turbo", "default: good objects in 4 steps; 8 GB GPUs need offload", _SAI_NC, False, 7.0,
-         TextToImageDefaults("turbo", 4, 0.0, 512, 7.0)),
-    _t2i("stabilityai/sd-turbo", "smallest/fastest; weaker shapes", _SAI_NC, False, 2.6,
+    _t2i("stabilityai/sdxl-turbo", "default: good objects in 4 steps; 8 GB GPUs need offload", _SAI, "conditional",
+         7.0, TextToImageDefaults("turbo", 4, 0.0, 512, 7.0)),
+    _t2i("stabilityai/sd-turbo", "smallest/fastest; weaker shapes", _SAI, "conditional", 2.6,
          TextToImageDefaults("turbo", 4, 0.0, 512, 2.6)),
     _t2i("stable-diffusion-v1-5/stable-diffusion-v1-5", "permissive licence; 30 steps with guidance",
-         "CreativeML OpenRAIL-M (commercial use allowed under its use restrictions)", True, 2.7,
+         "CreativeML OpenRAIL-M (commercial use allowed under its use restrictions)", "yes", 2.7,
          TextToImageDefaults("sd", 30, 7.5, 512, 2.6)),
     _t2i("stabilityai/stable-diffusion-xl-base-1.0", "permissive licence, best quality, slow (30 steps at 1024)",
-         "CreativeML OpenRAIL++-M (commercial use allowed under its use restrictions)", True, 7.0,
+         "CreativeML OpenRAIL++-M (commercial use allowed under its use restrictions)", "yes", 7.0,
          TextToImageDefaults("sdxl", 30, 6.0, 1024, 7.0)),
-    _t2i("black-forest-labs/FLUX.1-schnell", "12B parameters: needs offload below 24 GB", "Apache-2.0", True, 34.0,
+    _t2i("black-forest-labs/FLUX.1-schnell", "12B parameters: needs offload below 24 GB", "Apache-2.0", "yes", 34.0,
          TextToImageDefaults("turbo", 4, 0.0, 1024, 24.0, fp16_variant=False)),
 )
 CATALOGUE: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
