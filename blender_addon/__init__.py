@@ -9,8 +9,9 @@ bundled wheels; this package itself only needs the standard library, numpy and b
 Layout (as glTF-Blender-IO keeps ``io/`` apart from ``blender/``):
 
 * ``contract.py``   -- generated from the backend's ``GenerateRequest`` (``python build.py --write-contract``).
-* ``core/``         -- bpy-free: errors, version, settings, HTTP client, backends, job list, session
-  state (running jobs, last health, server process), status line, PNG encoding, placement.
+* ``core/``         -- bpy-free: errors, version, settings, HTTP client, backends (and the warm
+  In-Blender worker, ``core/worker.py``), job list, session state (running jobs, last health, server
+  process, workers), status line, PNG encoding, placement.
 * ``properties.py``, ``preferences.py``, ``panels.py`` -- Blender UI and data.
 * ``ops_generate.py`` (generate, cancel), ``ops_server.py`` (status check, start/stop server),
   ``ops_jobs.py`` (re-import, open folder, regenerate, remove), ``ops_common.py`` (shared helpers).
@@ -44,6 +45,8 @@ def _initial_check() -> None:
 
 
 def register() -> None:
+    import atexit
+
     import bpy
 
     from . import preferences
@@ -52,11 +55,14 @@ def register() -> None:
     for mod in _modules():
         mod.register()
     session.set_job_list(jobs.JobList(preferences.user_dir() / "jobs.json"))
+    atexit.register(session.stop_workers)  # closing Blender ends the warm In-Blender worker
     if not bpy.app.background:
         bpy.app.timers.register(_initial_check, first_interval=1.0)
 
 
 def unregister() -> None:
+    import atexit
+
     import bpy
 
     from .core import session
@@ -64,5 +70,7 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(_initial_check):
         bpy.app.timers.unregister(_initial_check)
     for mod in reversed(_modules()):
-        mod.unregister()
+        mod.unregister()  # ops_generate cancels the running jobs
+    session.stop_workers()  # no worker outlives the add-on
+    atexit.unregister(session.stop_workers)
     session.set_job_list(None)

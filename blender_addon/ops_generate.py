@@ -153,6 +153,8 @@ class ORBITMESH_OT_generate(bpy.types.Operator):
             rec.preview_path = s.preview_path
         if s.result and s.result.get("model"):
             rec.model = str(s.result["model"])
+        if s.result and isinstance(s.result.get("licences"), dict):
+            rec.licences = dict(s.result["licences"])  # shown in the job list, carried by the imported object
         st = state(context)
         if st.job_id == rec.id:
             st.status, st.stage, st.message, st.progress = s.status, s.stage, s.message, s.progress

@@ -140,6 +140,10 @@ def draw_job(layout, rec: joblist.JobRecord) -> None:
         sub = col.column(align=True)
         sub.alert = True
         sub.label(text=str(rec.error.get("message") or ""))
+    elif rec.licences:  # what the result may be used for
+        commercial = joblist.commercial_use(rec.licences)
+        col.label(text=joblist.licence_summary(rec.licences),
+                  icon="ERROR" if commercial in ("no", "unknown") else "FILE_TEXT")
     row = box.row(align=True)
     if rec.status == "done":
         row.operator("orbitmesh.reimport", text="", icon="IMPORT").job_id = rec.id

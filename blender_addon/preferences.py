@@ -1,4 +1,5 @@
-"""Add-on preferences: which backend, where it is, models, device; plus helpers to build a backend."""
+"""Add-on preferences: which backend, where it is, models, device, commercial use only, how long the In-Blender
+backend stays loaded; plus helpers to build a backend."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from .core import backends
+from .core import backends, session, worker
 from .core.client import DEFAULT_URL
 from .core.errors import AddonError
 
@@ -20,6 +21,14 @@ BACKENDS = [
     ("INPROCESS", "In Blender", "Run jobs with Blender's Python and the bundled wheels, in a child process "
                                 "so a crash or out-of-memory cannot take Blender down"),
 ]
+
+
+def _retire_workers(prefs, context) -> None:
+    """A setting the In-Blender worker was started with changed: it finishes its jobs and stops (the next job
+    starts one with the new settings; switching to the server frees its memory now)."""
+    session.retire_workers()
+
+
 DEVICES = [("auto", "Auto", "CUDA, then Metal, then CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
            ("mps", "Metal", "Apple GPU"), ("cpu", "CPU", "Slow for real models")]
 
@@ -27,7 +36,7 @@ DEVICES = [("auto", "Auto", "CUDA, then Metal, then CPU"), ("cuda", "CUDA", "NVI
 class OrbitMeshPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
-    backend: EnumProperty(name="Backend", items=BACKENDS, default="SERVER")
+    backend: EnumProperty(name="Backend", items=BACKENDS, default="SERVER", update=_retire_workers)
     server_url: StringProperty(name="Server URL", default=DEFAULT_URL,
                                description="Address of `orbitmesh serve` (loopback by default)")
     server_token: StringProperty(name="Token", subtype="PASSWORD",
@@ -35,15 +44,31 @@ class OrbitMeshPreferences(bpy.types.AddonPreferences):
     python_path: StringProperty(name="Python", subtype="FILE_PATH",
                                 description="Python of an environment with orbitmesh installed, used by Start "
                                             "Server; empty = Blender's Python with the bundled wheels")
-    site_packages: StringProperty(name="Site-packages", subtype="DIR_PATH",
+    site_packages: StringProperty(name="Site-packages", subtype="DIR_PATH", update=_retire_workers,
                                   description="Extra folder with orbitmesh and its dependencies (for Python "
                                               f"{sys.version_info[0]}.{sys.version_info[1]}) when the add-on has "
                                               "no bundled wheels")
-    model_dir: StringProperty(name="Model Folder", subtype="DIR_PATH",
+    model_dir: StringProperty(name="Model Folder", subtype="DIR_PATH", update=_retire_workers,
                               description="Shared model folder; empty = OrbitMesh's default")
-    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto", update=_retire_workers)
     output_dir: StringProperty(name="Job Folder", subtype="DIR_PATH",
                                description="Where job folders go; empty = the add-on's user folder")
+    commercial_only: BoolProperty(
+        name="Commercial use only", default=False, update=_retire_workers,
+        description="Refuse models whose licence does not allow commercial use (VFusion3D: use TripoSR); models "
+                    "free only under a revenue cap (Stability AI's) run with a warning. Sent with every job; a "
+                    "server started with --commercial-only applies it to every job anyway")
+    keep_loaded_minutes: IntProperty(
+        name="Keep Loaded (minutes)", default=10, min=0, max=1440, soft_max=120, update=_retire_workers,
+        description="In Blender: keep the backend process, with torch and the model loaded, for this many minutes "
+                    "after a job so that the next job starts at once; 0 = a fresh process for every job")
+    release_when_idle: BoolProperty(
+        name="Release GPU Memory When Idle", default=False, update=_retire_workers,
+        description="In Blender: free the loaded model and its GPU memory after a shorter idle time; the process "
+                    "stays, and the next job loads the model again")
+    release_after_minutes: IntProperty(
+        name="Release After (minutes)", default=2, min=1, max=1440, update=_retire_workers,
+        description="Idle minutes before the loaded model and GPU memory are freed (shorter than Keep Loaded)")
 
     def draw(self, context) -> None:
         draw_preferences(self.layout, self, context)
@@ -59,6 +84,17 @@ def draw_preferences(layout, prefs, context) -> None:
         row = col.row(align=True)
         row.operator("orbitmesh.start_server", icon="PLAY")
         row.operator("orbitmesh.stop_server", icon="PAUSE")
+    else:
+        col.prop(prefs, "keep_loaded_minutes")
+        row = col.row()
+        row.enabled = prefs.keep_loaded_minutes > 0
+        row.prop(prefs, "release_when_idle")
+        sub = row.row()
+        sub.enabled = prefs.release_when_idle
+        sub.prop(prefs, "release_after_minutes", text="After")
+        warm = [w for w in session.WORKERS if w.alive]
+        col.label(text=f"Backend loaded (process {warm[-1].pid})" if warm else "Backend not loaded",
+                  icon="LINKED" if warm else "UNLINKED")
     col.prop(prefs, "site_packages")
     bundled = bundled_site_packages()
     col.label(text=f"Bundled wheels: {bundled}" if bundled else "Bundled wheels: none (client package)",
@@ -66,6 +102,7 @@ def draw_preferences(layout, prefs, context) -> None:
     col.prop(prefs, "model_dir")
     col.prop(prefs, "device")
     col.prop(prefs, "output_dir")
+    col.prop(prefs, "commercial_only")
     state = context.window_manager.orbitmesh_state
     row = layout.row()
     row.label(text=state.status_line, icon="CHECKMARK" if state.status_ok else "ERROR")
@@ -121,13 +158,18 @@ def python_paths(prefs) -> list[str]:
 def make_backend(prefs):
     """The backend the preferences select (raises AddonError when misconfigured)."""
     if prefs.backend == "SERVER":
-        return backends.ServerBackend(prefs.server_url, token=prefs.server_token or None)
+        return backends.ServerBackend(prefs.server_url, token=prefs.server_token or None,
+                                      commercial_only=prefs.commercial_only)
     if prefs.site_packages and not os.path.isdir(bpy.path.abspath(prefs.site_packages)):
         raise AddonError(f"the site-packages folder {prefs.site_packages} does not exist",
                          fix="correct it in the OrbitMesh add-on preferences")
-    return backends.SubprocessBackend(sys.executable, python_paths(prefs),
-                                      model_dir=bpy.path.abspath(prefs.model_dir) if prefs.model_dir else "",
-                                      device=prefs.device)
+    options = dict(model_dir=bpy.path.abspath(prefs.model_dir) if prefs.model_dir else "", device=prefs.device,
+                   commercial_only=prefs.commercial_only)
+    if prefs.keep_loaded_minutes <= 0:  # a fresh child process per job
+        return backends.SubprocessBackend(sys.executable, python_paths(prefs), **options)
+    return worker.WorkerBackend(sys.executable, python_paths(prefs), keep_alive_s=60.0 * prefs.keep_loaded_minutes,
+                                release_after_s=60.0 * prefs.release_after_minutes if prefs.release_when_idle else 0.0,
+                                log_path=str(user_dir() / "worker.log"), **options)
 
 
 CLASSES = (OrbitMeshPreferences,)

@@ -51,6 +51,8 @@ def setting_property(setting: dict[str, Any], *, operator: bool):
         if setting["maximum"] is not None and setting["maximum"] <= INT32_MAX:
             bounds["max"] = setting["maximum"]
         return IntProperty(default=setting["default"], **bounds, **common)
+    if kind == "bool":  # a checkbox
+        return BoolProperty(default=bool(setting["default"]), **common)
     raise TypeError(f"unhandled setting type {kind!r} for {setting['name']} (update properties.setting_property)")
 
 

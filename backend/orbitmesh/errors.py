@@ -26,6 +26,10 @@ class ModelError(OrbitMeshError):
     """A model is missing, the wrong kind, or its checkpoint does not match the architecture."""
 
 
+class LicenceError(ModelError):
+    """A job under ``commercial_only`` names a model whose licence does not allow commercial use."""
+
+
 class JobCancelled(OrbitMeshError):
     """Raised from the progress callback when the user cancelled the job."""
 

@@ -1,11 +1,13 @@
 """Job folders: ``<output>/<timestamp>-<slug>/`` with ``job.json`` and atomically written artefacts.
 
 ``job.json`` holds everything needed to understand or rerun a job: settings, versions,
-seed, status, error, per-stage timings and the list of artefacts.
+seed, status, error, per-stage timings, the list of artefacts and ``worker_pid``, the process
+that ran it (a warm worker runs many jobs under one pid).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import secrets
@@ -58,7 +60,7 @@ class JobFolder:
         job = cls(path, {
             "id": path.name, "name": name, "status": "queued", "created": time.time(),
             "settings": settings or {}, "versions": versions(), "timings": {}, "artefacts": [],
-            "error": None,
+            "error": None, "worker_pid": os.getpid(),
         })
         job.save()
         return job

@@ -209,17 +209,32 @@ class ServerJob(JobHandle):
                      message="done")
 
 
+# The job key that asks the backend to refuse models whose licence does not allow commercial use: a JSON key
+# beside the settings for the server (it can only turn the check on), --commercial-only for the subprocess.
+COMMERCIAL_ONLY = "commercial_only"
+COMMERCIAL_ONLY_FLAG = "--commercial-only"
+
+
 class ServerBackend:
     name = "server"
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0,
+                 commercial_only: bool = False) -> None:
         self.client = http.Client(url, timeout=timeout, token=token)  # ServerError on a bad URL
+        self.commercial_only = commercial_only
 
     def health(self, timeout: float = 3.0) -> dict:
         return self.client.health(timeout=timeout)
 
+    def job_fields(self, spec: JobSpec) -> dict[str, Any]:
+        """What a job sends besides its source: the settings, plus commercial_only when asked."""
+        fields = spec.clean_settings()
+        if self.commercial_only:
+            fields[COMMERCIAL_ONLY] = True
+        return fields
+
     def submit(self, spec: JobSpec) -> ServerJob:
-        settings = spec.clean_settings()
+        settings = self.job_fields(spec)
         if spec.prompt is not None:
             answer = self.client.submit_prompt(spec.prompt, settings)
         else:
@@ -258,7 +273,7 @@ print(json.dumps(out, default=str))
 """
 
 
-def _no_window() -> int:
+def no_window() -> int:
     return getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
 
 
@@ -275,7 +290,7 @@ def python_env(pythonpath: list[str], extra: dict[str, str] | None = None) -> di
     return env
 
 
-def _mark_job_json_cancelled(work_dir: Path) -> None:
+def mark_job_json_cancelled(work_dir: Path) -> None:
     """A terminated child cannot record its cancel: mark its pipeline job folder ourselves."""
     for path in Path(work_dir).glob("*/job.json"):
         try:
@@ -304,7 +319,7 @@ class SubprocessJob(JobHandle):
         try:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
                                          env=env, cwd=str(work), text=True, encoding="utf-8", errors="replace",
-                                         bufsize=1, creationflags=_no_window())
+                                         bufsize=1, creationflags=no_window())
         except OSError as exc:
             self._log.close()
             raise AddonError(f"cannot start {argv[0]}: {exc.strerror or exc}",
@@ -338,11 +353,8 @@ class SubprocessJob(JobHandle):
                         self._log.write(line + "\n")
                     continue
                 kind = event.get("event")
-                if kind == "progress":  # the backend's overall progress; never step back
-                    self._set(status="running", stage=str(event.get("stage") or ""),
-                              step=int(event.get("step") or 0), total=int(event.get("total") or 0),
-                              message=str(event.get("message") or ""), eta_s=event.get("eta_s"),
-                              progress=max(self.state().progress, event_progress(event)))
+                if kind == "progress":
+                    self._set(**progress_values(event, self.state().progress))
                 elif kind == "done":
                     terminal = ("done", event.get("result") or {})
                 elif kind == "error":
@@ -360,36 +372,52 @@ class SubprocessJob(JobHandle):
 
     def _conclude(self, rc: int, terminal: tuple[str, dict] | None) -> None:
         if self._cancel.is_set():
-            _mark_job_json_cancelled(Path(self.spec.work_dir))
+            mark_job_json_cancelled(Path(self.spec.work_dir))
             self._finish("cancelled", message="cancelled")
             return
         if terminal and terminal[0] == "done":
-            result = terminal[1]
-            glb = str(result.get("glb_path") or "")
-            if not glb or not os.path.isfile(glb):
-                self._finish("failed", error={"message": f"the job finished but its GLB is missing ({glb!r})",
-                                              "fix": f"see {self.log_path}"})
-                return
-            version = ""
-            job_dir = str(result.get("job_dir") or "")
-            try:
-                version = json.loads(Path(job_dir, "job.json").read_text(encoding="utf-8"))["versions"]["orbitmesh"]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-            self._finish("done", glb_path=glb, job_dir=job_dir, result=result, progress=1.0, message="done",
-                         version=version)
+            status, values = done_values(terminal[1], self.log_path)
+            self._finish(status, **values)
             return
         if terminal:
             self._finish(terminal[0], error=terminal[1] or None, message=terminal[0])
             return
-        tail = _tail(self.log_path)
-        if rc < 0 or rc in (137, 139, -9, 3221225477):
-            msg = f"the generation process was killed (exit code {rc}); out of memory?"
-            fix = "try a smaller mesh resolution or texture size, or the Local server backend on a bigger machine"
-        else:
-            msg = f"the generation process stopped unexpectedly (exit code {rc})" + (f": {tail}" if tail else "")
-            fix = f"see the log {self.log_path}"
-        self._finish("failed", error={"message": msg, "fix": fix})
+        self._finish("failed", error=exit_error(rc, self.log_path, "the generation process"))
+
+
+def progress_values(event: dict, previous: float) -> dict[str, Any]:
+    """JobState fields of a jsonl progress event; the overall progress never steps back from ``previous``."""
+    return {"status": "running", "stage": str(event.get("stage") or ""), "step": int(event.get("step") or 0),
+            "total": int(event.get("total") or 0), "message": str(event.get("message") or ""),
+            "eta_s": event.get("eta_s"), "progress": max(previous, event_progress(event))}
+
+
+def done_values(result: dict, log_path: Path) -> tuple[str, dict[str, Any]]:
+    """(status, JobState fields) of a job its child reported done with ``result``: failed when the GLB is
+    missing; the backend version is read from the pipeline's job.json."""
+    glb = str(result.get("glb_path") or "")
+    if not glb or not os.path.isfile(glb):
+        return "failed", {"error": {"message": f"the job finished but its GLB is missing ({glb!r})",
+                                    "fix": f"see {log_path}"}}
+    version = ""
+    job_dir = str(result.get("job_dir") or "")
+    try:
+        version = json.loads(Path(job_dir, "job.json").read_text(encoding="utf-8"))["versions"]["orbitmesh"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return "done", {"glb_path": glb, "job_dir": job_dir, "result": result, "progress": 1.0, "message": "done",
+                    "version": version}
+
+
+def exit_error(rc: int, log_path: Path, what: str) -> dict[str, str]:
+    """The (message, fix) of a child process (``what``) that ended with exit code ``rc`` and no final event."""
+    if rc < 0 or rc in (137, 139, -9, 3221225477):
+        return {"message": f"{what} was killed (exit code {rc}); out of memory?",
+                "fix": "try a smaller mesh resolution or texture size, or the Local server backend on a bigger "
+                       "machine"}
+    tail = _tail(log_path)
+    return {"message": f"{what} stopped unexpectedly (exit code {rc})" + (f": {tail}" if tail else ""),
+            "fix": f"see the log {log_path}"}
 
 
 def event_progress(event: dict) -> float:
@@ -413,11 +441,12 @@ class SubprocessBackend:
     name = "inprocess"
 
     def __init__(self, python: str, pythonpath: list[str], *, model_dir: str = "", device: str = "auto",
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, commercial_only: bool = False) -> None:
         self.python = python or sys.executable
         self.pythonpath = [p for p in pythonpath if p]
         self.model_dir = model_dir
         self.device = device
+        self.commercial_only = commercial_only
         self.extra_env = extra_env or {}
         if not (os.path.isfile(self.python) or shutil.which(self.python)):
             raise AddonError(f"Python executable not found: {self.python}",
@@ -432,6 +461,8 @@ class SubprocessBackend:
             args += ["--device", self.device]
         if self.model_dir:
             args += ["--model-dir", self.model_dir]
+        if self.commercial_only:
+            args.append(COMMERCIAL_ONLY_FLAG)
         return args
 
     def argv(self, spec: JobSpec) -> list[str]:
@@ -450,10 +481,11 @@ class SubprocessBackend:
 
     def health(self, timeout: float = 120.0) -> dict:
         """Import orbitmesh in a child process and report what the server's /health would."""
-        kw = {"model_dir": self.model_dir or None, "device": self.device or None}
+        kw = {"model_dir": self.model_dir or None, "device": self.device or None,
+              "commercial_only": True if self.commercial_only else None}
         try:
             out = subprocess.run([self.python, "-c", PROBE, json.dumps(kw)], capture_output=True, text=True,
-                                 env=self.env(), timeout=timeout, creationflags=_no_window())
+                                 env=self.env(), timeout=timeout, creationflags=no_window())
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AddonError(f"cannot run {self.python}: {exc}", fix="check the add-on preferences") from None
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -490,7 +522,7 @@ def start_server(python: str, url: str, pythonpath: list[str], *, model_dir: str
     log = open(log_path, "w", encoding="utf-8")
     try:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=python_env(pythonpath, extra), creationflags=_no_window())
+                                env=python_env(pythonpath, extra), creationflags=no_window())
     except OSError as exc:
         raise AddonError(f"cannot start the server with {argv[0]}: {exc.strerror or exc}",
                            fix="set the Python executable in the OrbitMesh add-on preferences") from None

@@ -51,6 +51,7 @@ class JobRecord:
     remote_id: str = ""
     version: str = ""
     model: str = ""  # the model the backend actually used
+    licences: dict[str, Any] = field(default_factory=dict)  # {kind: {name, licence, commercial, ...}} it used
     object_name: str = ""
     created: float = field(default_factory=time.time)
     finished: float | None = None
@@ -75,6 +76,8 @@ class JobRecord:
         kept = {k: v for k, v in data.items() if k in known}
         saved = kept.get("settings")
         kept["settings"], setting_notes = contract_settings.from_saved(saved if isinstance(saved, dict) else {})
+        if not isinstance(kept.get("licences", {}), dict):
+            kept["licences"] = {}
         return cls(**kept), notes + setting_notes
 
 
@@ -92,14 +95,38 @@ def regenerate_kwargs(rec: JobRecord) -> dict[str, Any]:
     return kw
 
 
+# From the most to the least restrictive: what a job's output may be used for is its least free model's word.
+COMMERCIAL_ORDER = ("no", "unknown", "conditional", "yes")
+
+
+def licence_summary(licences: dict[str, Any]) -> str:
+    """One line naming each model a job used and its licence: 'triposr: MIT; sv3d_p: Stability AI ...'."""
+    parts = []
+    for record in licences.values():
+        if isinstance(record, dict) and record.get("name"):
+            parts.append(f"{record['name']}: {record.get('licence') or 'unknown'}")
+    return "; ".join(parts)
+
+
+def commercial_use(licences: dict[str, Any]) -> str:
+    """Whether a job's output may be used commercially: the most restrictive "commercial" of its models
+    ("no", "unknown", "conditional" or "yes"); "" when the backend did not say (an older backend)."""
+    values = [r.get("commercial") for r in licences.values() if isinstance(r, dict)]
+    ranked = [v for v in COMMERCIAL_ORDER if v in values]
+    return ranked[0] if ranked else ("unknown" if values else "")
+
+
 def object_metadata(rec: JobRecord) -> dict[str, Any]:
-    """What an imported object carries as ``orbitmesh_*`` custom properties."""
+    """What an imported object carries as ``orbitmesh_*`` custom properties (``orbitmesh_licence``: the
+    licences of the models the job used, ``orbitmesh_commercial``: whether the object may be used
+    commercially, ``orbitmesh_licences``: the backend's full record)."""
     return {"job_id": rec.id, "backend": rec.backend, "source": rec.source_kind,
             "image": rec.image_path, "prompt": rec.prompt, "seed": int(rec.settings.get("seed", 0)),
             "model": rec.model or rec.settings.get("model") or "",
             "mode": rec.settings.get("mode", ""), "version": rec.version or "", "addon_version": ADDON_VERSION,
             "job_dir": rec.job_dir or rec.work_dir, "remote_id": rec.remote_id, "size": rec.size,
-            "settings": rec.settings}
+            "settings": rec.settings, "licence": licence_summary(rec.licences),
+            "commercial": commercial_use(rec.licences), "licences": rec.licences}
 
 
 def new_job_id(name: str) -> str:

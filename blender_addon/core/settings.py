@@ -59,6 +59,8 @@ def problem(setting: Setting, value: Any) -> str | None:
                 and (hi is None or value <= hi):
             return None
         return f"must be a whole number between {lo} and {hi}, got {value!r}"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
     raise TypeError(f"unhandled setting type {kind!r} for {setting['name']} (update the add-on with the contract)")
 
 
@@ -78,11 +80,16 @@ def clean(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def cli_args(values: dict[str, Any]) -> list[str]:
-    """``orbitmesh generate`` options for ``values``: ``[flag, str(value), ...]`` in contract order."""
+    """``orbitmesh generate`` options for ``values``: ``[flag, str(value), ...]`` in contract order; a bool
+    setting is its flag alone when the value differs from the default (``--no-carve`` for carve=False)."""
     kept = clean(values)
     args: list[str] = []
     for s in SETTINGS:
-        if s["name"] in kept:
+        if s["name"] not in kept:
+            continue
+        if s["type"] == "bool":
+            args += [s["flag"]] if bool(kept[s["name"]]) != bool(s["default"]) else []
+        else:
             args += [s["flag"], str(kept[s["name"]])]
     return args
 

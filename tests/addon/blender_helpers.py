@@ -1,7 +1,7 @@
 """Headless-Blender sessions for the add-on tests, run as their own process:
 
     python tests/addon/blender_helpers.py server    ADDON.zip PHOTO OUT.json  # client zip + `orbitmesh serve`
-    python tests/addon/blender_helpers.py inprocess ADDON.zip PHOTO OUT.json  # full zip (bundled wheel) + subprocess
+    python tests/addon/blender_helpers.py inprocess ADDON.zip PHOTO OUT.json  # full zip (bundled wheel) + worker
 
 bpy is imported first (before anything that could load pymeshlab: their embree symbols
 clash). Each scenario records what it measured (objects, dimensions, materials, custom
@@ -14,6 +14,8 @@ the `tiny-random` model.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import sys
 import tempfile
@@ -131,7 +133,7 @@ def rna_properties(rna) -> list[dict]:
             d.update(default=p.default, min=p.hard_min, max=p.hard_max)
         elif p.type == "ENUM":
             d.update(default=p.default, items=[i.identifier for i in p.enum_items])
-        elif p.type == "STRING":
+        elif p.type in ("STRING", "BOOLEAN"):
             d.update(default=p.default)
         out.append(d)
     return out
@@ -267,6 +269,36 @@ def cancel_when_stage(session, stages: tuple[str, ...], info: dict, timeout: flo
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def kill_worker_when_running(session, info: dict, timeout: float = 120.0) -> threading.Thread:
+    """From another thread (no bpy), SIGKILL the warm worker running a job (as an out-of-memory kill would)."""
+
+    def run():
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            for handle in list(session.ACTIVE.values()):
+                if handle.state().stage and getattr(handle, "worker", None) is not None:
+                    info["killed_pid"] = handle.worker.pid
+                    os.kill(handle.worker.pid, signal.SIGKILL)
+                    return
+            time.sleep(0.02)
+        info["kill_timeout"] = True
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def worker_pid_of_last_job(session):
+    """``worker_pid`` in the job.json of the newest job (None when it has no pipeline job folder)."""
+    rec = session.job_list().records[0]
+    path = Path(rec.job_dir) / "job.json" if rec.job_dir else None
+    return json.loads(path.read_text()).get("worker_pid") if path and path.is_file() else None
+
+
+def warm_pids(session) -> list[int]:
+    return [w.pid for w in session.WORKERS if w.alive]
 
 
 def watch_progress(session, samples: list, stop: threading.Event) -> threading.Thread:
@@ -466,10 +498,17 @@ def session_inprocess(zip_path: str, image: str, out: dict) -> None:
     out["generate"]["job_json_status"] = json.loads(job_json.read_text())["status"] if job_json and \
         job_json.is_file() else None
     out["generate"]["log"] = (Path(rec.work_dir) / "generate.log").read_text()[:2000]
+    out["generate"]["worker_pid"] = worker_pid_of_last_job(session)
+
+    # The warm worker (Keep Loaded, 10 minutes by default): the second job runs in the same child.
+    out["keep_loaded_minutes"] = prefs.keep_loaded_minutes
+    out["second"] = generate_with_undo(image_path=image, size=1.5, seed=4, **FAST)
+    out["second"].update(worker_pid=worker_pid_of_last_job(session), warm_pids=warm_pids(session))
 
     out["cancel"] = cancel_scenario(session, image)
     out["cancel"]["job_json_statuses"] = [json.loads(p.read_text())["status"]
                                           for p in Path(out["cancel"]["work_dir"]).glob("*/job.json")]
+    out["cancel"]["warm_pids"] = warm_pids(session)  # the cancel stopped the job, not the child
 
     # A child process that dies hard (as an out-of-memory kill would) must not take Blender with it.
     crash = tmp / "crash-site"
@@ -483,6 +522,28 @@ def session_inprocess(zip_path: str, image: str, out: dict) -> None:
                         record_status=session.job_list().records[0].status, blender_alive=True)
     prefs.site_packages = ""
     out["draw_after"] = draw_all_panels(bpy.context)
+
+    # Keep Loaded 0: a fresh child per job (the warm worker retires).
+    prefs.keep_loaded_minutes = 0
+    out["fresh"] = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True, **FAST)
+    out["fresh"].update(worker_pid=worker_pid_of_last_job(session), warm_pids=warm_pids(session))
+    prefs.keep_loaded_minutes = 10
+
+    # A warm worker killed mid-job: that job fails, the next one starts a fresh child.
+    info: dict = {}
+    thread = kill_worker_when_running(session, info)
+    out["killed"] = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True, **FAST)
+    thread.join(5)
+    out["killed"].update(info, panel_error=st.error, record_status=session.job_list().records[0].status)
+    out["after_kill"] = call_op(bpy.ops.orbitmesh.generate, image_path=image, wait=True, **FAST)
+    out["after_kill"].update(worker_pid=worker_pid_of_last_job(session), warm_pids=warm_pids(session))
+    out["draw_warm"] = draw_all_panels(bpy.context)["preferences"]
+
+    # Disabling the add-on ends the worker.
+    workers = [w for w in session.WORKERS if w.alive]
+    out["disable"] = call_op(bpy.ops.preferences.addon_disable, module=ADDON)
+    out["disable"].update(workers_before=len(workers), workers_alive_after=[w.alive for w in workers],
+                          exit_reasons=[w.exit_reason for w in workers])
 
 
 def main() -> int:

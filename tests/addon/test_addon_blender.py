@@ -76,6 +76,10 @@ def check_imported(obj: dict, *, size: float, seed: int, backend: str) -> None:
     props = obj["props"]
     assert props["orbitmesh_seed"] == seed
     assert props["orbitmesh_model"] == "tiny-random"
+    # The licences of the models the job used, as the backend recorded them (job.json's "licences").
+    assert props["orbitmesh_licence"] == "tiny-random: Apache-2.0 (part of OrbitMesh)"
+    assert props["orbitmesh_commercial"] == "yes"
+    assert json.loads(props["orbitmesh_licences"])["lrm"]["name"] == "tiny-random"
     assert props["orbitmesh_version"] == "0.1.0"
     assert props["orbitmesh_addon_version"] == ADDON_VERSION  # the manifest's (test_addon_units checks)
     assert props["orbitmesh_backend"] == backend
@@ -205,7 +209,7 @@ def test_generate_operator_arguments_follow_the_contract(server_run):
     assert {"mode", "model", "text_to_image_model", "seed", "mc_resolution", "target_faces", "texture_size"} \
         <= set(addon_settings.NAMES)
     assert all(p["skip_save"] for p in props.values())
-    kinds = {"choice": "ENUM", "str": "STRING", "int": "INT"}
+    kinds = {"choice": "ENUM", "str": "STRING", "int": "INT", "bool": "BOOLEAN"}
     for s in addon_settings.SETTINGS:
         p = props[s["name"]]
         assert (p["type"], p["label"], p["description"]) == (kinds[s["type"]], s["label"], s["help"]), s["name"]
@@ -296,3 +300,40 @@ def test_crashing_child_does_not_take_blender_down(inprocess_run):
     assert "Traceback" not in crash["error"]
     labels = [kw.get("text") for kw in calls_of(inprocess_run["draw_after"]["VIEW3D_PT_orbitmesh"], "label")]
     assert any(t and "killed" in t for t in labels)
+
+
+def test_in_blender_jobs_in_a_row_share_one_warm_worker(inprocess_run):
+    assert inprocess_run["keep_loaded_minutes"] == 10  # the default preference
+    first, second = inprocess_run["generate"], inprocess_run["second"]
+    assert second["result"] == ["FINISHED"], second["error"]
+    check_imported(second["object"], size=1.5, seed=4, backend="inprocess")
+    pid = first["worker_pid"]
+    assert pid and second["worker_pid"] == pid  # job.json: the same process ran both jobs
+    assert second["warm_pids"] == [pid]
+    assert inprocess_run["cancel"]["warm_pids"] == [pid]  # the cancel stopped the job, the child lives on
+    labels = [kw.get("text") for kw in calls_of(inprocess_run["draw_warm"], "label")]
+    assert f"Backend loaded (process {inprocess_run['after_kill']['worker_pid']})" in labels
+
+
+def test_keep_loaded_zero_runs_a_fresh_child_per_job(inprocess_run):
+    fresh = inprocess_run["fresh"]
+    assert fresh["result"] == ["FINISHED"], fresh["error"]
+    assert fresh["warm_pids"] == []  # the warm worker retired when the preference changed
+    assert fresh["worker_pid"] and fresh["worker_pid"] != inprocess_run["generate"]["worker_pid"]
+
+
+def test_a_killed_worker_fails_only_its_job(inprocess_run):
+    killed = inprocess_run["killed"]
+    assert killed["killed_pid"] and killed["result"] is None and killed["record_status"] == "failed"
+    assert "killed" in killed["error"] and "(fix: " in killed["error"] and "killed" in killed["panel_error"]
+    after = inprocess_run["after_kill"]
+    assert after["result"] == ["FINISHED"], after["error"]
+    assert after["worker_pid"] and after["worker_pid"] != killed["killed_pid"]  # a fresh child
+    assert after["warm_pids"] == [after["worker_pid"]]
+
+
+def test_disabling_the_addon_ends_the_worker(inprocess_run):
+    disable = inprocess_run["disable"]
+    assert disable["result"] == ["FINISHED"], disable["error"]
+    assert disable["workers_before"] == 1 and disable["workers_alive_after"] == [False]
+    assert disable["exit_reasons"] == ["shutdown"]

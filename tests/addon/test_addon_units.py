@@ -241,6 +241,8 @@ def sample_value(s: dict):
         return next(v for v, _, _ in s["choices"] if v != s["default"])
     if s["type"] == "str":
         return f"value-of-{s['name']}"
+    if s["type"] == "bool":
+        return not s["default"]
     return s["default"] + 1 if s["maximum"] is None or s["default"] < s["maximum"] else s["default"] - 1
 
 
@@ -252,9 +254,11 @@ def test_every_contract_setting_maps_to_its_flag_in_argv(tmp_path):
     argv = backend.argv(backends.JobSpec(name="p", work_dir=tmp_path, image_path="in.png", settings=values))
     for s in contract.SETTINGS:
         assert argv.count(s["flag"]) == 1, s["flag"]
-        assert argv[argv.index(s["flag"]) + 1] == str(values[s["name"]])
+        if s["type"] != "bool":  # a switch is its flag alone (--no-carve), the others take a value
+            assert argv[argv.index(s["flag"]) + 1] == str(values[s["name"]])
     # ... in contract order, right after the fixed options, and nothing else that looks like a setting
-    expected = [x for s in contract.SETTINGS for x in (s["flag"], str(values[s["name"]]))]
+    expected = [x for s in contract.SETTINGS
+                for x in ((s["flag"],) if s["type"] == "bool" else (s["flag"], str(values[s["name"]])))]
     assert contract_settings.cli_args(values) == expected
     assert "--text-to-image-model" in argv  # the setting the old hand-written table had to remember
 
@@ -290,6 +294,56 @@ def test_settings_check_names_the_setting_and_the_fix(values, named):
     with pytest.raises(AddonError) as info:
         contract_settings.check({**contract_settings.defaults(), **values})
     assert named in info.value.message and info.value.fix
+
+
+def test_switch_settings_are_checkboxes_and_their_off_flag(tmp_path):
+    """A bool setting: true/false only, the add-on's checkbox, and on the command line only when it differs
+    from the default, as its --no-x flag, which the real backend CLI reads back."""
+    from orbitmesh.cli import build_parser
+
+    switches = [s for s in contract.SETTINGS if s["type"] == "bool"]
+    assert {s["name"] for s in switches} >= {"input_texture", "carve"}
+    for s in switches:
+        assert s["default"] is True and s["flag"] == "--no-" + s["name"].replace("_", "-")
+        assert contract_settings.problem(s, False) is None and contract_settings.problem(s, True) is None
+        for bad in (1, 0, "yes", "", None):
+            assert "true or false" in contract_settings.problem(s, bad)
+    values = {**contract_settings.defaults(), "input_texture": False}
+    args = contract_settings.cli_args(values)
+    assert "--no-input-texture" in args and "--no-carve" not in args
+    assert not [a for a in args if a in ("True", "False")]  # a switch never takes a value
+    parsed = build_parser().parse_args(["generate", "in.png", *args])
+    assert parsed.input_texture is False and parsed.carve is True
+    with pytest.raises(AddonError, match="carve"):
+        contract_settings.check({**contract_settings.defaults(), "carve": "no"})
+    restored, notes = contract_settings.from_saved({"carve": False, "input_texture": 1})
+    assert restored["carve"] is False and restored["input_texture"] is True and "input_texture" in notes[0]
+
+
+def test_switch_settings_become_bool_properties(run_python, repo_root):
+    """In a fresh interpreter (bpy cannot load after torch in this one): each switch is a BoolProperty, on by
+    default, in the panel and as a SKIP_SAVE operator argument."""
+    code = textwrap.dedent(f"""
+        import sys
+        try:
+            import bpy  # noqa: F401
+        except ImportError:
+            print("NO-BPY"); raise SystemExit(0)
+        sys.path.insert(0, {str(repo_root)!r})
+        from blender_addon import properties
+        from blender_addon.core import settings
+        for name in ("input_texture", "carve"):
+            for operator in (False, True):
+                p = properties.setting_property(settings.BY_NAME[name], operator=operator)
+                print(name, operator, p.function.__name__, p.keywords["default"], "options" in p.keywords)
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    if "NO-BPY" in done.stdout:
+        pytest.skip("bpy is not importable here")
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert rows == [[name, op, "BoolProperty", "True", op] for name in ("input_texture", "carve")
+                    for op in ("False", "True")]
 
 
 def test_regenerate_kwargs_repeat_every_setting():
@@ -350,6 +404,59 @@ def test_object_metadata_carries_the_addon_version():
     meta = jobs.object_metadata(rec)
     assert meta["addon_version"] == manifest.ADDON_VERSION and meta["version"] == "9.9" and meta["seed"] == 5
     assert meta["settings"] == rec.settings and meta["mode"] == "fast"
+    assert (meta["licence"], meta["commercial"], meta["licences"]) == ("", "", {})  # an older backend said nothing
+
+
+LICENCES = {"lrm": {"name": "triposr", "licence": "MIT", "commercial": "yes", "condition": None},
+            "video": {"name": "sv3d_p", "licence": "Stability AI Community License", "commercial": "conditional",
+                      "condition": "free under USD 1M annual revenue"}}
+
+
+def test_object_metadata_carries_the_licences_of_the_models_used(tmp_path):
+    rec = jobs.JobRecord(id="a", name="chair", backend="server", source_kind="image",
+                         settings=contract_settings.defaults(), licences=LICENCES)
+    meta = jobs.object_metadata(rec)  # -> orbitmesh_licence, orbitmesh_commercial, orbitmesh_licences
+    assert meta["licence"] == "triposr: MIT; sv3d_p: Stability AI Community License"
+    assert meta["commercial"] == "conditional"  # the least free model decides
+    assert meta["licences"] == LICENCES
+    vf = {"lrm": {"name": "vfusion3d", "licence": "CC-BY-NC 4.0", "commercial": "no"}}
+    assert jobs.commercial_use({**LICENCES, **vf}) == "no"
+    assert jobs.commercial_use({"lrm": {"name": "x", "licence": "unknown", "commercial": "unknown"}}) == "unknown"
+    # The job list keeps them across a restart; a damaged value does not break loading.
+    path = tmp_path / "jobs.json"
+    jl = jobs.JobList(path)
+    jl.add(rec)
+    assert jobs.JobList(path).records[0].licences == LICENCES
+    data = json.loads(path.read_text())
+    data["jobs"][0]["licences"] = ["not", "a", "dict"]
+    path.write_text(json.dumps(data))
+    assert jobs.JobList(path).records[0].licences == {}
+
+
+def test_commercial_only_preference_maps_to_the_backends(tmp_path):
+    """The add-on preference "Commercial use only" (preferences.make_backend passes it to either backend):
+    the subprocess gets the CLI flag, which the real CLI parses into Settings.commercial_only; the server gets
+    a JSON key beside the settings, which the real server accepts and applies."""
+    from orbitmesh.cli import build_parser
+    from orbitmesh.cli.common import settings_from_args
+    from orbitmesh.server.jobs import pop_commercial_only
+
+    spec = backends.JobSpec(name="p", work_dir=tmp_path, image_path="in.png", settings={"seed": 3})
+    plain = backends.SubprocessBackend(sys.executable, []).argv(spec)
+    strict = backends.SubprocessBackend(sys.executable, [], commercial_only=True).argv(spec)
+    assert "--commercial-only" not in plain and strict.count("--commercial-only") == 1
+    config = ["--config", str(tmp_path / "none.toml")]
+    args = build_parser().parse_args(strict[strict.index("generate"):] + config)
+    assert settings_from_args(args).commercial_only is True
+    args = build_parser().parse_args(plain[plain.index("generate"):] + config)
+    assert settings_from_args(args).commercial_only is False
+    server = backends.ServerBackend("http://127.0.0.1:1")
+    assert server.job_fields(spec) == {"seed": 3}
+    fields = backends.ServerBackend("http://127.0.0.1:1", commercial_only=True).job_fields(spec)
+    assert fields == {"seed": 3, "commercial_only": True}
+    assert pop_commercial_only(fields) is True and fields == {"seed": 3}  # the server takes it out of the settings
+    source = (Path(__file__).parents[2] / "blender_addon" / "preferences.py").read_text()
+    assert source.count("commercial_only=prefs.commercial_only") == 2  # both backends get the preference
 
 
 # ----- version, health line, PNG, placement -----------------------------------------------------
@@ -362,6 +469,17 @@ def test_addon_version_is_read_from_the_manifest(repo_root):
     for path in (repo_root / "blender_addon").rglob("*.py"):
         strings = [n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)]
         assert data["version"] not in strings, f"{path.name} spells out the version"
+
+
+def test_status_line_marks_licences_and_commercial_only():
+    data = {"version": "1", "device": {"device": "cpu"}, "commercial_only": True,
+            "models": [{"name": "vfusion3d", "available": True, "commercial": "no"},
+                       {"name": "triposr", "available": True, "commercial": "yes"},
+                       {"name": "sv3d_p", "available": True, "commercial": "conditional"},
+                       {"name": "sv3d_u", "available": False, "commercial": "conditional"}]}
+    assert health.status_line("inprocess", data) == (
+        "In Blender: orbitmesh 1 | cpu | models: vfusion3d (non-commercial), triposr, sv3d_p (conditional licence)"
+        " | commercial use only")
 
 
 def test_status_line_and_panel_values():

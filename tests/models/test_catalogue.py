@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from orbitmesh.errors import ModelError
+from orbitmesh.errors import LicenceError, ModelError
 from orbitmesh.models import catalogue
 
 # Text-to-image also looks in the user's hub cache: an empty folder here, not this machine's.
@@ -19,19 +20,54 @@ pytestmark = pytest.mark.usefixtures("no_user_hub_cache")
 def test_every_entry_has_licence_commercial_flag_size_and_a_kind():
     entries = catalogue.models()
     assert {e.kind for e in entries} == set(catalogue.KINDS) == {"lrm", "video", "text_to_image"}
-    assert {"vfusion3d", "tiny-random", "orbitmesh-preview", "sv3d_u", "sv3d_p", "stabilityai/sdxl-turbo"} <= {
-        e.name for e in entries}
+    assert {"vfusion3d", "triposr", "tiny-random", "orbitmesh-preview", "sv3d_u", "sv3d_p",
+            "stabilityai/sdxl-turbo"} <= {e.name for e in entries}
     for e in entries:
         assert e.licence and e.licence_url.startswith("https://"), e.name
-        assert isinstance(e.commercial, bool) and e.size_gb >= 0 and e.description, e.name
+        assert e.commercial in ("yes", "conditional", "no") and e.size_gb >= 0 and e.description, e.name
+        assert bool(e.condition) == (e.commercial == "conditional"), e.name
         assert e.source.builtin or e.source.bundled or e.hub_id, e.name
+        assert (e.architecture in ("vfusion3d", "triposr")) == (e.kind == "lrm"), e.name
     # one default per kind, of that kind
     for kind, name in catalogue.DEFAULTS.items():
         assert catalogue.get(name, kind).default
         assert [e.name for e in catalogue.models(kind) if e.default] == [name]
-    assert not catalogue.get("vfusion3d").commercial and catalogue.get("tiny-random").commercial
     assert catalogue.get("sv3d_p").gated and catalogue.get("vfusion3d").preset == "vfusion3d"
     assert all(e.text_to_image is not None for e in catalogue.models("text_to_image"))
+    assert set(catalogue.LRM_PREFERENCE) <= {e.name for e in catalogue.models("lrm")}
+
+
+def test_the_three_commercial_values():
+    by_value = {v: {e.name for e in catalogue.models() if e.commercial == v} for v in catalogue.COMMERCIAL}
+    assert {"triposr", "orbitmesh-preview", "tiny-random", "black-forest-labs/FLUX.1-schnell"} <= by_value["yes"]
+    assert by_value["no"] == {"vfusion3d"}  # CC-BY-NC
+    # Stability AI Community Licence: free below a revenue threshold, stated on the entry.
+    assert by_value["conditional"] == {"sv3d_u", "sv3d_p", "stabilityai/sdxl-turbo", "stabilityai/sd-turbo"}
+    for name in by_value["conditional"]:
+        entry = catalogue.get(name)
+        assert entry.licence == "Stability AI Community License" and "USD 1M" in entry.condition, name
+    triposr = catalogue.get("triposr")
+    assert (triposr.kind, triposr.hub_id, triposr.licence, triposr.architecture) == (
+        "lrm", "stabilityai/TripoSR", "MIT", "triposr")
+    assert set(triposr.files) == {"config.yaml", "model.ckpt"} and triposr.size_gb == pytest.approx(1.68)
+    assert triposr.licence_record() == {"name": "triposr", "licence": "MIT", "commercial": "yes", "condition": None}
+    with pytest.raises(ValueError, match="commercial must be one of"):  # the old bool is refused, not coerced
+        catalogue.ModelEntry("x", "video", "d", catalogue.Source(builtin=True), "L", "https://l", True, 0.0)
+    with pytest.raises(ValueError, match="condition"):
+        catalogue.ModelEntry("x", "video", "d", catalogue.Source(builtin=True), "L", "https://l", "conditional", 0.0)
+
+
+def test_commercial_use_check_per_kind():
+    assert catalogue.check_commercial_use("lrm", "triposr", catalogue.get("triposr")) is None
+    warning = catalogue.check_commercial_use("video", "sv3d_p", catalogue.get("sv3d_p"))
+    assert "sv3d_p" in warning and catalogue.SAI_CONDITION in warning
+    with pytest.raises(LicenceError, match="vfusion3d is licensed CC-BY-NC") as err:
+        catalogue.check_commercial_use("lrm", "vfusion3d", catalogue.get("vfusion3d"))
+    assert "--model triposr (MIT)" in err.value.fix and "vfusion3d" not in err.value.fix
+    assert isinstance(err.value, ModelError)  # every ModelError handler sees it
+    with pytest.raises(LicenceError, match="licence is unknown") as err:  # a model we know nothing of
+        catalogue.check_commercial_use("text_to_image", "someone/model", None)
+    assert "--text-to-image-model black-forest-labs/FLUX.1-schnell" in err.value.fix
 
 
 def test_empty_model_folder_has_only_the_built_in_and_bundled_models(tmp_path):
@@ -123,7 +159,7 @@ def test_lookup_names_the_known_models():
     assert "sv3d_p" in err.value.fix and "vfusion3d" in err.value.fix
     with pytest.raises(ModelError, match="not a reconstruction model") as err:
         catalogue.get("sv3d_u", "lrm")
-    assert err.value.fix == "use one of vfusion3d, tiny-random, orbitmesh-preview"
+    assert err.value.fix == "use one of vfusion3d, triposr, tiny-random, orbitmesh-preview"
 
 
 def test_require_available_raises_with_the_fix(tmp_path):
@@ -146,9 +182,73 @@ def test_registry_resolves_with_the_catalogue(tmp_path, fake_hub_file):
     fake_hub_file(tmp_path / "hub", "facebook/vfusion3d", "model.safetensors")
     source = registry.resolve_lrm_source(None, tmp_path)
     assert (source.name, source.kind, source.location) == ("vfusion3d", "hub", "facebook/vfusion3d")
-    assert source.info is catalogue.get("vfusion3d")
+    assert source.info is catalogue.get("vfusion3d") and source.architecture == "vfusion3d"
     assert registry.preview_model_dir() == catalogue.get("orbitmesh-preview").source.bundled_path()
     assert not hasattr(registry, "resolve_lrm")
+
+
+def _fake_triposr(folder: Path, layout: str = "released") -> Path:
+    folder.mkdir(parents=True)
+    names = ("config.yaml", "model.ckpt") if layout == "released" else ("config.json", "model.safetensors")
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["released", "save_pretrained", "hub"])
+def test_triposr_is_found_in_each_layout(tmp_path, layout, fake_hub_file):
+    from orbitmesh.models import registry
+
+    triposr = catalogue.get("triposr")
+    (tmp_path / "triposr").mkdir()
+    (tmp_path / "triposr" / "config.yaml").write_text("x")
+    assert not triposr.is_available(tmp_path)  # a config without weights is not a model
+    (tmp_path / "triposr" / "config.yaml").unlink()
+    (tmp_path / "triposr").rmdir()
+    if layout == "hub":
+        fake_hub_file(tmp_path / "hub", "stabilityai/TripoSR", "model.ckpt")
+    else:
+        _fake_triposr(tmp_path / "triposr", layout)
+    assert triposr.is_available(tmp_path)
+    source = registry.resolve_lrm_source("triposr", tmp_path)
+    where = ("hub", "stabilityai/TripoSR") if layout == "hub" else ("path", str(tmp_path / "triposr"))
+    assert (source.name, source.kind, source.location, source.architecture) == ("triposr", *where, "triposr")
+    assert registry.resolve_lrm_source("stabilityai/TripoSR", tmp_path).name == "triposr"
+    assert registry.resolve_lrm_source(None, tmp_path).name == "triposr"  # the only real model installed
+    if layout != "hub":  # its folder passed as a path keeps the catalogue's name and licence
+        by_path = registry.resolve_lrm_source(str(tmp_path / "triposr"), tmp_path, commercial_only=True)
+        assert (by_path.name, by_path.info) == ("triposr", triposr)
+    elsewhere = _fake_triposr(tmp_path / "elsewhere" / "my-triposr")  # released layout: TripoSR's class
+    assert registry.resolve_lrm_source(str(elsewhere), tmp_path).architecture == "triposr"
+
+
+def test_default_model_preference_commercial_only_and_setting(tmp_path):
+    from orbitmesh.models import registry
+
+    _fake_triposr(tmp_path / "triposr")
+    (tmp_path / "vfusion3d").mkdir()
+    (tmp_path / "vfusion3d" / "model.safetensors").write_bytes(b"x")
+    assert catalogue.LRM_PREFERENCE == ("vfusion3d", "triposr")  # the documented order
+    assert registry.resolve_lrm_source(None, tmp_path).name == "vfusion3d"
+    assert registry.resolve_lrm_source(None, tmp_path, commercial_only=True).name == "triposr"  # "no" skipped
+    assert registry.resolve_lrm_source(None, tmp_path, default="triposr").name == "triposr"  # configured
+    assert registry.resolve_lrm_source("tiny-random", tmp_path, default="triposr").name == "tiny-random"
+    with pytest.raises(LicenceError, match="vfusion3d") as err:  # a configured default is checked like --model
+        registry.resolve_lrm_source(None, tmp_path, commercial_only=True, default="vfusion3d")
+    assert "--model triposr" in err.value.fix
+    # Only VFusion3D installed: an error naming TripoSR, not a silent fall-back to the toy preview model.
+    only_vf = tmp_path / "only-vfusion3d"
+    (only_vf / "vfusion3d").mkdir(parents=True)
+    (only_vf / "vfusion3d" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(LicenceError, match="do not allow commercial use: vfusion3d") as err:
+        registry.resolve_lrm_source(None, only_vf, commercial_only=True)
+    assert "--model triposr" in err.value.fix and "--model orbitmesh-preview" in err.value.fix
+    # Nothing installed: the bundled preview model (Apache-2.0), whose notice names TripoSR when commercial.
+    fresh = registry.resolve_lrm_source(None, tmp_path / "empty", commercial_only=True)
+    assert fresh.name == "orbitmesh-preview" and "--model triposr" in fresh.notice
+    assert "--model vfusion3d" in registry.resolve_lrm_source(None, tmp_path / "empty").notice
+    with pytest.raises(LicenceError, match="not in the model catalogue"):  # a model we know nothing of
+        registry.resolve_lrm_source("someone/some-lrm", tmp_path, commercial_only=True)
 
 
 def test_health_rows_come_from_the_catalogue(tmp_path, cpu_settings):
@@ -160,9 +260,9 @@ def test_health_rows_come_from_the_catalogue(tmp_path, cpu_settings):
     for row in rows:
         entry = catalogue.get(row["name"])
         assert {"name", "kind", "available", "licence", "hub_id", "gated", "description", "commercial",
-                "size_gb"} <= set(row)
-        assert (row["kind"], row["licence"], row["commercial"], row["available"]) == (
-            entry.kind, entry.licence, entry.commercial, entry.is_available(settings.model_dir))
+                "condition", "size_gb"} <= set(row)
+        assert (row["kind"], row["licence"], row["commercial"], row["condition"], row["available"]) == (
+            entry.kind, entry.licence, entry.commercial, entry.condition, entry.is_available(settings.model_dir))
         assert ("default" in row) == (entry.kind == "text_to_image")
     assert [r["name"] for r in rows if r.get("default")] == [catalogue.DEFAULTS["text_to_image"]]
     assert modes(rows) == ["fast"]
@@ -171,6 +271,17 @@ def test_health_rows_come_from_the_catalogue(tmp_path, cpu_settings):
     info = health_info(settings, None)
     assert info["modes"] == ["fast", "quality"] and info["default_model"] == "orbitmesh-preview"
     assert json.loads(json.dumps(info))["device"]["device"]  # JSON-ready, the probe answered
+    by_name = {r["name"]: r for r in info["models"]}
+    assert (by_name["vfusion3d"]["commercial"], by_name["triposr"]["commercial"]) == ("no", "yes")
+    assert by_name["sv3d_p"]["commercial"] == "conditional" and "USD 1M" in by_name["sv3d_p"]["condition"]
+    assert info["commercial_only"] is False
+    # A commercial-only server with VFusion3D and TripoSR installed: TripoSR is what a job gets.
+    (settings.model_dir / "vfusion3d").mkdir()
+    (settings.model_dir / "vfusion3d" / "model.safetensors").write_bytes(b"x")
+    _fake_triposr(settings.model_dir / "triposr")
+    assert health_info(settings, None)["default_model"] == "vfusion3d"
+    strict = health_info(replace(settings, commercial_only=True), None)
+    assert strict["default_model"] == "triposr" and strict["commercial_only"] is True
 
 
 # Nothing torch-based importable, as where only the runtime's light dependencies are installed.
@@ -200,5 +311,27 @@ def test_doctor_without_torch_says_what_to_install(tmp_path, run_python):
     assert 'pip install "torch' in fix
     for entry in catalogue.models():  # the catalogue table: name, kind, available, commercial, licence
         row = next(line for line in lines if line.split()[:2] == [entry.name, entry.kind])
-        assert entry.licence in row
+        assert row.split()[3] == entry.commercial and entry.licence in row and "refused" not in row
     assert any(line.startswith("  SV3D orbit-view model sv3d_p (for quality mode): ") for line in lines)
+    assert f"  conditional (sv3d_u, sv3d_p, stabilityai/sdxl-turbo, stabilityai/sd-turbo): {catalogue.SAI_CONDITION}" \
+        in lines
+    assert "reconstruction default: orbitmesh-preview (Apache-2.0 (part of OrbitMesh); commercial use: yes)" in lines
+
+
+def test_doctor_commercial_only_marks_refused_models_and_names_triposr(tmp_path, capsys):
+    from orbitmesh.cli import main
+
+    (tmp_path / "vfusion3d").mkdir()
+    (tmp_path / "vfusion3d" / "model.safetensors").write_bytes(b"x")
+    assert main(["doctor", "--model-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "reconstruction default: vfusion3d (CC-BY-NC 4.0 (non-commercial use only); commercial use: no)" in lines
+    assert main(["doctor", "--model-dir", str(tmp_path), "--commercial-only"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("commercial_only=True" in line for line in lines if line.startswith("settings:"))
+    row = next(line for line in lines if line.split()[:2] == ["vfusion3d", "lrm"])
+    assert row.endswith("[refused: commercial_only]")
+    assert not next(line for line in lines if line.split()[:2] == ["triposr", "lrm"]).endswith("]")
+    assert any(line.startswith("reconstruction default: none (commercial use only") for line in lines)
+    fix = next(line for line in lines if line.startswith("  reconstruction model (for real objects"))
+    assert "--model triposr" in fix

@@ -27,7 +27,7 @@ def test_generate_tiny_random_writes_valid_glb_and_job(tmp_path, sample_photo, s
     job = JobFolder.open(result.job_dir)
     rec = job.record
     assert rec["status"] == "done" and rec["model"] == "tiny-random" and rec["seed"] == 7
-    assert list(rec["timings"]) == ["01-preprocess", "02-lrm", "03-grid_query", "04-mesh", "05-export"]
+    assert list(rec["timings"]) == ["01-preprocess", "02-lrm", "03-grid_query", "04-carve", "05-mesh", "06-export"]
     assert {"input.jpg", "preprocessed.png", "model.glb"} <= set(rec["artefacts"])
     resolution = small_request["mc_resolution"]
     assert rec["settings"]["request"]["mc_resolution"] == resolution and rec["lrm"]["config"]["triplane_dim"] == 8
@@ -144,9 +144,121 @@ def test_cli_jsonl_protocol(tmp_path, sample_photo, run_orbitmesh):
     overall = [e["progress"] for e in lines if e["event"] == "progress"]
     assert overall == sorted(overall) and overall[0] < 0.05 and 0.9 < overall[-1] < 1.0  # weighted, monotone
     stages = [e["stage"] for e in lines if e["event"] == "progress"]
-    assert list(dict.fromkeys(stages)) == ["preprocess", "lrm", "grid_query", "mesh", "export"]
+    assert list(dict.fromkeys(stages)) == ["preprocess", "lrm", "grid_query", "carve", "mesh", "export"]
     assert (tmp_path / "o.glb").is_file()
     bad = run_orbitmesh("generate", str(tmp_path / "missing.png"), *options, env=env, timeout=120)
     assert bad.returncode == 2
     err = json.loads(bad.stdout.splitlines()[-1])
     assert err["event"] == "error" and "missing.png" in err["message"] and err["fix"]
+
+
+# ----- licences and --commercial-only ------------------------------------------------------------------------
+
+def _install_vfusion3d_only(model_dir: Path) -> None:
+    """A model folder holding (stand-in files of) VFusion3D only, as test_catalogue.py lays it out."""
+    (model_dir / "vfusion3d").mkdir(parents=True)
+    (model_dir / "vfusion3d" / "model.safetensors").write_bytes(b"x")
+
+
+def test_commercial_only_setting_from_config_env_and_flag(tmp_path):
+    from orbitmesh.cli import build_parser
+    from orbitmesh.cli.common import settings_from_args
+    from orbitmesh.settings import load_settings
+
+    none = tmp_path / "none.toml"
+    assert load_settings(none, env={}).commercial_only is False
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('commercial_only = true\ndefault_model = "triposr"\n')
+    s = load_settings(cfg, env={})
+    assert (s.commercial_only, s.default_model) == (True, "triposr")
+    assert load_settings(cfg, env={"ORBITMESH_COMMERCIAL_ONLY": "0"}).commercial_only is False  # env beats file
+    assert load_settings(none, env={"ORBITMESH_COMMERCIAL_ONLY": "yes"}).commercial_only is True
+    assert load_settings(none, env={"ORBITMESH_DEFAULT_MODEL": "vfusion3d"}).default_model == "vfusion3d"
+    with pytest.raises(InputError, match="commercial_only must be true or false"):
+        load_settings(none, env={"ORBITMESH_COMMERCIAL_ONLY": "maybe"})
+    args = build_parser().parse_args(["generate", "x.png", "--commercial-only", "--config", str(none)])
+    assert settings_from_args(args).commercial_only is True
+    args = build_parser().parse_args(["generate", "x.png", "--config", str(cfg)])  # no flag: the file's value
+    assert settings_from_args(args).commercial_only is True
+
+
+def test_commercial_only_with_only_vfusion3d_is_an_error_naming_triposr(tmp_path, sample_photo, small_request,
+                                                                         cpu_settings):
+    from dataclasses import replace
+
+    from orbitmesh.errors import LicenceError
+
+    settings = replace(cpu_settings(tmp_path), commercial_only=True)
+    _install_vfusion3d_only(settings.model_dir)
+    for model in (None, "vfusion3d", "facebook/vfusion3d", str(settings.model_dir / "vfusion3d")):
+        with pytest.raises(LicenceError) as err:
+            generate(GenerateRequest(image_path=sample_photo, **{**small_request, "model": model}), settings=settings)
+        assert "vfusion3d" in err.value.message and "--model triposr" in err.value.fix, model
+    assert not settings.output_dir.exists()  # refused before any job folder (and before anything loaded)
+
+
+def test_commercial_only_runs_with_tiny_random_and_job_json_records_the_licence(tmp_path, sample_photo,
+                                                                                 small_request, cpu_settings):
+    from dataclasses import replace
+
+    settings = replace(cpu_settings(tmp_path), commercial_only=True)
+    _install_vfusion3d_only(settings.model_dir)  # installed, but not what this job uses
+    result = generate(GenerateRequest(image_path=sample_photo, **small_request), settings=settings)
+    expected = {"lrm": {"name": "tiny-random", "licence": "Apache-2.0 (part of OrbitMesh)", "commercial": "yes",
+                        "condition": None}}
+    rec = JobFolder.open(result.job_dir).record
+    assert rec["licences"] == expected and result.licences == expected
+    assert result.to_dict()["licences"] == expected and rec["settings"]["settings"]["commercial_only"] == "True"
+    assert not [w for w in result.warnings if "commercial" in w]
+    assert result.glb_path.is_file()
+
+
+def test_conditional_models_warn_and_unknown_ones_are_refused_at_resolution(tmp_path, sample_photo, cpu_settings):
+    """Quality mode's SV3D and a prompt's SDXL-Turbo (Stability AI Community Licence) warn with the condition;
+    nothing is loaded: the licences are decided from the request and the catalogue."""
+    from dataclasses import replace
+
+    from orbitmesh.errors import LicenceError
+    from orbitmesh.models import catalogue
+    from orbitmesh.models.registry import resolve_lrm_source
+    from orbitmesh.pipeline.licences import job_licences
+
+    loose = cpu_settings(tmp_path)
+    strict = replace(loose, commercial_only=True)
+    source = resolve_lrm_source("tiny-random", loose.model_dir)
+    fast = job_licences(GenerateRequest(image_path=sample_photo, model="tiny-random"), strict, source)
+    assert set(fast.licences) == {"lrm"} and fast.warnings == []
+    quality = job_licences(GenerateRequest(image_path=sample_photo, mode="quality"), strict, source)
+    assert quality.licences["video"] == catalogue.get("sv3d_p").licence_record()
+    assert len(quality.warnings) == 1 and "sv3d_p" in quality.warnings[0] and "USD 1M" in quality.warnings[0]
+    prompt = job_licences(GenerateRequest(prompt="a chair"), strict, source)
+    assert prompt.licences["text_to_image"]["name"] == "stabilityai/sdxl-turbo"
+    assert prompt.licences["text_to_image"]["commercial"] == "conditional"
+    assert "stabilityai/sdxl-turbo" in prompt.warnings[0] and catalogue.SAI_CONDITION in prompt.warnings[0]
+    flux = job_licences(GenerateRequest(prompt="a chair", text_to_image_model="black-forest-labs/FLUX.1-schnell"),
+                        strict, source)
+    assert flux.warnings == [] and flux.licences["text_to_image"]["licence"] == "Apache-2.0"
+    unknown = GenerateRequest(prompt="a chair", text_to_image_model="someone/some-model")
+    with pytest.raises(LicenceError, match="licence is unknown"):
+        job_licences(unknown, strict, source)
+    # Without commercial_only: recorded, never refused, no warnings.
+    relaxed = job_licences(unknown, loose, source)
+    assert relaxed.warnings == [] and relaxed.licences["text_to_image"]["commercial"] == "unknown"
+    # generate() refuses the unknown text-to-image model before any job folder.
+    with pytest.raises(LicenceError):
+        generate(GenerateRequest(prompt="a chair", model="tiny-random", text_to_image_model="someone/some-model"),
+                 settings=strict)
+    assert not strict.output_dir.exists()
+
+
+def test_cli_commercial_only_flag_refuses_vfusion3d(tmp_path, sample_photo, run_orbitmesh):
+    _install_vfusion3d_only(tmp_path / "models")
+    env = {**os.environ, "ORBITMESH_CONFIG": str(tmp_path / "none.toml")}
+    env.pop("ORBITMESH_COMMERCIAL_ONLY", None)
+    proc = run_orbitmesh("generate", sample_photo, "--model-dir", str(tmp_path / "models"), "--output-dir",
+                         str(tmp_path / "jobs"), "--device", "cpu", "--progress", "jsonl", "--commercial-only",
+                         env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = json.loads(proc.stdout.splitlines()[-1])
+    assert err["event"] == "error" and "commercial use only" in err["message"] and "--model triposr" in err["fix"]
+    assert not (tmp_path / "jobs").exists()

@@ -223,7 +223,7 @@ def test_model_list_has_licences_and_one_default(tmp_path):
     assert [e.name for e in entries if e.default] == [DEFAULT_MODEL]
     assert all(e.licence and e.licence_url.startswith("https://") for e in entries)
     default = catalogue.get(DEFAULT_MODEL)
-    assert "non-commercial" in default.licence.lower() and not default.commercial
+    assert default.licence == "Stability AI Community License" and default.commercial == "conditional"
     assert default.text_to_image.steps <= 4 and default.text_to_image.guidance_scale == 0
     # A folder under the model dir named after the hub id counts as available (no network).
     sd_turbo = catalogue.get("stabilityai/sd-turbo")
@@ -398,7 +398,7 @@ def test_doctor_shows_the_default_text_to_image_model(tmp_path, capsys):
 
     assert main(["doctor", "--model-dir", str(tmp_path)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("text-to-image default:"))
-    assert DEFAULT_MODEL in line and "non-commercial" in line
+    assert DEFAULT_MODEL in line and "Stability AI Community License; commercial use: conditional" in line
 
 
 def test_generate_cli_prompt_to_glb(tmp_path, tiny_model):

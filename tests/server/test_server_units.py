@@ -235,3 +235,77 @@ def test_a_taken_port_or_jobs_folder_is_a_clear_error(tmp_path, make, cpu_settin
         make_server(settings, ServerConfig(port=0), runner=never_run)
     status, _, _ = http_request(server.url, "GET", "/jobs")
     assert status == 200  # the first server is untouched
+
+
+# ----- commercial use only: server-wide, or asked per job ------------------------------------------------------
+
+def stop_run(seen: list):
+    """A runner that records the settings each job runs with and ends it (failed) without loading anything."""
+    from orbitmesh.errors import ModelError
+
+    def run(request, settings, tracker):
+        seen.append(settings)
+        raise ModelError("stopped by the test")
+
+    return run
+
+
+def _json(body: dict) -> tuple[dict, bytes]:
+    return {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def _wait_finished(http_request, url: str, job_id: str) -> dict:
+    import time
+
+    for _ in range(200):
+        status, job, _ = http_request(url, "GET", f"/jobs/{job_id}")
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+@pytest.mark.parametrize("server_wide", [False, True])
+def test_commercial_only_refuses_before_any_job_and_reaches_the_run(tmp_path, cpu_settings, start_server,
+                                                                    http_request, png, server_wide):
+    from dataclasses import replace
+
+    settings = replace(cpu_settings(tmp_path), commercial_only=server_wide)
+    (settings.model_dir / "vfusion3d").mkdir(parents=True)  # VFusion3D only (stand-in files)
+    (settings.model_dir / "vfusion3d" / "model.safetensors").write_bytes(b"x")
+    seen: list = []
+    server = start_server(settings, ServerConfig(port=0), runner=stop_run(seen))
+    try:
+        status, health, _ = http_request(server.url, "GET", "/health")
+        assert health["commercial_only"] is server_wide
+        assert health["default_model"] == (None if server_wide else "vfusion3d")
+        rows = {r["name"]: r for r in health["models"]}
+        assert (rows["vfusion3d"]["commercial"], rows["triposr"]["commercial"]) == ("no", "yes")
+        # The client asks (or the server insists; a client's false cannot turn it off): 400, no job folder.
+        for asked in (True, False) if server_wide else (True,):
+            headers, body = _json({"prompt": "a chair", "model": "vfusion3d", "commercial_only": asked})
+            status, err, _ = http_request(server.url, "POST", "/jobs", headers, body)
+            assert status == 400 and err["error"] == "licence_refused" and "--model triposr" in err["fix"]
+            multipart = form(field("image", png(), "chair.png"),
+                             field("settings", json.dumps({"commercial_only": asked}).encode()))
+            status, err, _ = http_request(server.url, "POST", "/jobs", {"Content-Type": CT}, multipart)
+            assert status == 400 and err["error"] == "licence_refused", err  # model None: vfusion3d skipped
+        assert [p for p in (tmp_path / "jobs").iterdir() if p.is_dir()] == []
+        headers, body = _json({"prompt": "a chair", "commercial_only": "yes"})
+        status, err, _ = http_request(server.url, "POST", "/jobs", headers, body)
+        assert status == 400 and err["error"] == "invalid_settings" and "commercial_only" in err["message"]
+        # An allowed model runs, and the run gets commercial_only (SDXL-Turbo's condition is then a warning).
+        headers, body = _json({"prompt": "a chair", "model": "tiny-random", "commercial_only": True})
+        status, job, _ = http_request(server.url, "POST", "/jobs", headers, body)
+        assert status == 202
+        finished = _wait_finished(http_request, server.url, job["id"])
+        assert finished["commercial_only"] is True and seen[-1].commercial_only is True
+        assert "commercial_only" not in finished["settings"]  # not a generate setting: regenerate stays valid
+        if not server_wide:  # a job that does not ask runs without the check
+            headers, body = _json({"prompt": "a chair", "model": "vfusion3d"})
+            status, job, _ = http_request(server.url, "POST", "/jobs", headers, body)
+            assert status == 202
+            assert _wait_finished(http_request, server.url, job["id"])["commercial_only"] is False
+            assert seen[-1].commercial_only is False
+    finally:
+        server.close()

@@ -14,7 +14,8 @@ from orbitmesh.cli import bench as cli_bench
 from orbitmesh.cli import build_parser, main
 from orbitmesh.errors import InputError
 
-BENCH_NAMES = ["postprocess", "lrm", "quality", "texture-projection", "refinement", "text-to-image"]
+BENCH_NAMES = ["postprocess", "lrm", "reconstruction", "quality", "texture-projection", "refinement",
+               "text-to-image", "fast-texture"]
 
 
 def declared_actions(name: str) -> dict[str, argparse.Action]:
@@ -97,3 +98,77 @@ def test_lrm_rejects_an_unknown_baseline_before_building_anything():
 
     with pytest.raises(InputError, match="baseline"):
         run(baseline="sometimes")
+
+
+def test_reconstruction_times_both_models_one_at_a_time_with_a_surface_at_their_thresholds():
+    """Tiny configs of both architectures: every key per model, TripoSR's density calibrated onto its
+    threshold (25) so the band meets a surface, a per-model peak RSS, and the side-by-side table."""
+    from orbitmesh.bench.reconstruction import MODELS, format_table, run
+
+    assert cli_bench.RECONSTRUCTION_MODELS == MODELS
+    result = run(size="tiny", grid=(32,), dense=True)
+    assert list(result["models"]) == ["vfusion3d", "triposr"] and result["device"] == "cpu"
+    keys = {"parameters", "parameters_encoder", "parameters_backbone", "build_s", "encoder_s", "backbone_s",
+            "planes_shape", "threshold", "density_shift", "grid_32_s", "grid_32_cpu_s", "grid_32_band_fraction",
+            "grid_32_inside_fraction", "grid_32_dense_s", "grid_32_dense_cpu_s", "peak_rss_mb"}
+    for name, res in result["models"].items():
+        assert keys <= set(res), (name, keys - set(res))
+        assert res["parameters"] > res["parameters_encoder"] + res["parameters_backbone"] > 0
+        assert res["encoder_s"] > 0 and res["backbone_s"] > 0 and res["peak_rss_mb"] > 50
+        assert res["peak_rss_scope"] == "model"  # Linux: reset between models
+    tsr = result["models"]["triposr"]
+    assert tsr["threshold"] == 25.0 and tsr["density_shift"] > 1.0  # random weights stay far below 25
+    assert 0.03 < tsr["grid_32_inside_fraction"] < 0.3  # calibrated: about the densest 10 % is inside
+    assert result["models"]["vfusion3d"]["threshold"] is None  # the tiny VFusion3D: adaptive, no shift
+    table = format_table(result)
+    assert "vfusion3d" in table.splitlines()[2] and "triposr" in table.splitlines()[2]
+    assert "grid 32^3 band s" in table and "adaptive" in table
+    assert json.loads(json.dumps(result))["models"]["triposr"]["planes_shape"] == "3x8x8x8"
+
+
+def test_reconstruction_calibration_puts_the_quantile_on_the_threshold():
+    import torch
+
+    from orbitmesh.bench.reconstruction import calibrate_density
+    from orbitmesh.models.triposr import TripoSR, tiny
+    from orbitmesh.pipeline.reconstruct import density_grid
+
+    torch.manual_seed(0)
+    model = TripoSR(tiny()).eval()
+    with torch.no_grad():
+        planes = model(torch.rand(1, 3, 64, 64))
+    assert density_grid(model, planes, 16, method="dense").max() < 25  # nothing reaches the threshold
+    shift = calibrate_density(model, planes, resolution=16, quantile=0.8)
+    density = density_grid(model, planes, 16, method="dense")
+    assert shift > 0 and abs(float((density > 25.0).mean()) - 0.2) < 0.01
+
+
+def test_reconstruction_rejects_unknown_models_before_building_anything():
+    from orbitmesh.bench.reconstruction import run
+
+    with pytest.raises(InputError, match="hunyuan"):
+        run(models=("triposr", "hunyuan"))
+    with pytest.raises(InputError, match="size"):
+        run(size="huge")
+
+
+@pytest.mark.slow
+def test_fast_texture_scores_both_runs_of_an_object_with_exactly_the_issue_keys(tmp_path):
+    """One object through the fast pipeline twice (tiny-random: plumbing, not quality), the GLBs kept and the
+    JSON keys exactly the issue's."""
+    from orbitmesh.bench.fast_texture import KEYS, format_table, read_glb, run
+
+    result = run(model="tiny-random", count=1, seed=1_000_003, texture_size=128, mc_resolution=40,
+                 output_dir=str(tmp_path / "bench"))
+    assert set(result) == {*KEYS, "objects"}
+    assert set(KEYS) == {"input_psnr_before", "input_psnr_after", "near_psnr_before", "near_psnr_after",
+                         "input_silhouette_iou_before", "input_silhouette_iou_after", "seconds_before",
+                         "seconds_after"}
+    (obj,) = result["objects"]
+    assert set(obj) == {"seed", "glb_before", "glb_after"} and obj["seed"] == 1_000_003
+    for key in ("glb_before", "glb_after"):
+        v, f, uv, tex = read_glb(obj[key])
+        assert v.shape[1] == 3 and f.max() < len(v) and uv.shape == (len(v), 2) and tex.shape == (128, 128, 3)
+    assert 5 < result["input_psnr_before"] < 99 and 0 <= result["input_silhouette_iou_after"] <= 1
+    assert result["seconds_before"] > 0 and "input-view PSNR" in format_table(result)
+    assert json.loads(json.dumps(result)) == result

@@ -18,7 +18,7 @@ from orbitmesh.errors import JobCancelled, OrbitMeshError
 
 # Module names under orbitmesh.cli, in the order `orbitmesh --help` lists them.
 COMMAND_MODULES = ("generate", "demo_mesh", "doctor", "bench", "serve", "verify_reference", "orbit", "convert_sv3d",
-                   "train")
+                   "train", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:

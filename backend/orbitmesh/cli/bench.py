@@ -38,6 +38,7 @@ class Bench:
 
 
 POSTPROCESS_PATHS = ("orbitmesh", "default-xatlas", "plain")  # orbitmesh.bench.postprocess.PATHS
+RECONSTRUCTION_MODELS = ("vfusion3d", "triposr")  # orbitmesh.bench.reconstruction.MODELS
 
 # bench name -> its module and arguments, in the order `orbitmesh bench --help` lists them
 BENCHES: dict[str, Bench] = {
@@ -66,6 +67,17 @@ BENCHES: dict[str, Bench] = {
         arg("--sheet", default="orbitmesh-output/quality-contact-sheet.png",
             help="contact sheet PNG path (at most 16 rows)"),
     )),
+    "fast-texture": Bench("fast_texture", "Fast mode before/after the input-view texture and the silhouette "
+                                          "carving: PSNR and silhouette IoU on held-out procedural objects.", (
+        arg("--model", help="model to run (default: orbitmesh-preview, the bundled preview model)"),
+        arg("--count", type=int, default=20, help="number of procedural objects (default 20)"),
+        arg("--seed", type=int, default=1_000_000, help="first object seed (default 1000000: held out)"),
+        arg("--texture-size", type=int, default=1024, help="the jobs' texture size (default 1024)"),
+        arg("--mc-resolution", type=int, default=256, help="the jobs' density grid resolution (default 256)"),
+        arg("--device", default="cpu", help="cpu, cuda, mps or auto"),
+        arg("--output-dir", default="orbitmesh-output/bench-fast-texture",
+            help="where the input PNGs, the jobs and both GLBs of every object are kept"),
+    )),
     "lrm": Bench("lrm", "Full-size VFusion3D LRM forward with random weights: encoder, transformer, grid query, "
                         "peak memory.", (
         arg("--device", default="auto", help="auto, cpu or cuda"),
@@ -77,6 +89,17 @@ BENCHES: dict[str, Bench] = {
         arg("--chunks", type=int, default=4, help="chunks timed when extrapolating the baseline"),
         arg("--no-blob", dest="blob", action="store_false", help="skip the analytic-object band timings"),
         arg("--config", default="vfusion3d", help="LRM preset (vfusion3d or tiny)"),
+    )),
+    "reconstruction": Bench("reconstruction", "Reconstruction models side by side (VFusion3D, TripoSR) with random "
+                                              "weights: parameters, encoder, backbone, grid query, peak memory.", (
+        arg("--models", nargs="+", default=list(RECONSTRUCTION_MODELS), choices=RECONSTRUCTION_MODELS,
+            help="models to time, one at a time (default: all)"),
+        arg("--size", choices=("full", "tiny"), default="full",
+            help="full: the released configs; tiny: the tiny test configs"),
+        arg("--device", default="auto", help="auto, cpu or cuda"),
+        arg("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"),
+        arg("--grid", type=int, nargs="*", default=[256], help="grid resolutions (default: 256)"),
+        arg("--dense", action="store_true", help="also time the factorised full grid"),
     )),
     "text-to-image": Bench("text_to_image", "Text-to-image stage: load time, seconds per denoising step, total, "
                                             "peak and left-over GPU memory.", (

@@ -24,6 +24,9 @@ def add_request_args(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = int
             kwargs["metavar"] = "N"
             kwargs["help"] += f" ({spec.minimum}..{spec.maximum}, default {default})"
+        elif spec.type == "bool":  # one flag, the one that turns the switch away from its default
+            kwargs["action"] = "store_false" if default else "store_true"
+            kwargs["help"] += " (on by default; this flag turns it off)" if default else " (off by default)"
         parser.add_argument(cli_flag(name), **kwargs)
 
 
@@ -33,18 +36,23 @@ def request_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_settings_args(parser: argparse.ArgumentParser) -> None:
-    """--config, --model-dir, --device, --dtype, --output-dir (the top of the settings stack)."""
+    """--config, --model-dir, --device, --dtype, --output-dir, --commercial-only (the top of the settings stack)."""
     parser.add_argument("--config", help="config TOML (default: $ORBITMESH_CONFIG or the user config dir)")
     parser.add_argument("--model-dir", help="folder holding downloaded/converted models")
     parser.add_argument("--device", choices=DEVICES, help="compute device (default auto)")
     parser.add_argument("--dtype", choices=DTYPES, help="model dtype (default auto)")
     parser.add_argument("--output-dir", help="where job folders are created")
+    # Only "on": a config file or environment that sets it cannot be switched off from the command line.
+    parser.add_argument("--commercial-only", action="store_const", const=True, default=None,
+                        help="refuse models whose licence does not allow commercial use (warn about conditional "
+                             "ones); also config key commercial_only / ORBITMESH_COMMERCIAL_ONLY")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), model_dir=getattr(args, "model_dir", None),
                          device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
-                         output_dir=getattr(args, "output_dir", None))
+                         output_dir=getattr(args, "output_dir", None),
+                         commercial_only=getattr(args, "commercial_only", None))
 
 
 def console_progress(quiet: bool = False) -> ProgressTracker:

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     # A launcher (the add-on's Start/Stop) ends us with SIGTERM: stop as cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"OrbitMesh server on {server.url}/ (jobs in {server.manager.root.resolve()}, "
-          f"{'token required' if token else 'no token'}; Ctrl-C stops)", flush=True)
+          f"{'token required' if token else 'no token'}"
+          f"{', commercial use only' if settings.commercial_only else ''}; Ctrl-C stops)", flush=True)
     print(f"orbitmesh serve listening on {server.url}", flush=True)
     try:
         server.serve_forever(poll_interval=0.25)

@@ -18,14 +18,16 @@ TOLERANCE = 1e-4
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("verify-reference", help="check our models against a reference-parity fixture")
-    parser.add_argument("fixture", help="fixture .safetensors (LRM or SV3D)")
+    parser.add_argument("fixture", help="fixture .safetensors (LRM, TripoSR or SV3D)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
 
 def fixture_kind(path: str | Path) -> str:
-    """'sv3d' if the metadata has unet_config, 'lrm' if it has generator_config."""
+    """'sv3d' if the metadata has unet_config, 'lrm' if it has generator_config, 'triposr' if its config is
+    a TripoSR config (released config.yaml layout)."""
     from orbitmesh.models.lrm.parity import fixture_metadata
+    from orbitmesh.models.triposr.parity import is_fixture as is_triposr_fixture
 
     path = Path(path)
     meta = fixture_metadata(path)
@@ -33,8 +35,10 @@ def fixture_kind(path: str | Path) -> str:
         return "sv3d"
     if "generator_config" in meta:
         return "lrm"
-    raise InputError(f"{path.name} has neither generator_config (LRM) nor unet_config (SV3D) in its metadata",
-                     fix="pass a reference-parity fixture")
+    if is_triposr_fixture(meta):
+        return "triposr"
+    raise InputError(f"{path.name} has no generator_config (LRM), TripoSR config or unet_config (SV3D) in its "
+                     "metadata", fix="pass a reference-parity fixture")
 
 
 def run_parity(path: str | Path) -> dict[str, float]:
@@ -42,6 +46,8 @@ def run_parity(path: str | Path) -> dict[str, float]:
     kind = fixture_kind(path)
     if kind == "lrm":
         from orbitmesh.models.lrm.parity import run_fixture
+    elif kind == "triposr":
+        from orbitmesh.models.triposr.parity import run_fixture
     else:
         try:
             from orbitmesh.models.video.parity import run_fixture

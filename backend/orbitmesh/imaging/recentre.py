@@ -56,8 +56,14 @@ def recentre(rgba: Image.Image, bbox: BBox, size: int, border_ratio: float) -> I
 
 def composite_on_white(rgba: Image.Image) -> Image.Image:
     """RGB image: ``rgba`` over an opaque white background."""
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    return composite_on(rgba, 1.0)
+
+
+def composite_on(rgba: Image.Image, grey: float) -> Image.Image:
+    """RGB image: ``rgba`` over an opaque grey background (``grey`` in [0, 1]; 1 is white)."""
+    level = int(round(255 * grey))
+    back = Image.new("RGBA", rgba.size, (level, level, level, 255))
+    return Image.alpha_composite(back, rgba).convert("RGB")
 
 
 def cutout_with_margin(rgba: Image.Image, bbox: BBox) -> Image.Image:

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from orbitmesh.errors import InputError
-from orbitmesh.mesh.bake import ColorFn, bake_texture, check_color_fn, eval_color_fn, rasterize
+from orbitmesh.mesh.bake import ColorFn, Raster, bake_texture, check_color_fn, eval_color_fn, rasterize
 from orbitmesh.mesh.clean import clean_mesh, orient_outward, vertex_normals
 from orbitmesh.mesh.decimate import decimate
 from orbitmesh.mesh.export import write_glb, write_obj, write_vertex_color_glb
@@ -23,6 +23,8 @@ FORMATS = (".glb", ".obj")
 
 # (uv mesh) -> (S, S, 3) uint8 texture: replaces the per-texel bake (quality mode projects views).
 TextureFn = Callable[[UVMesh], np.ndarray]
+# (uv mesh, raster, texel points (T, 3), baked colours (T, 3)) -> (T, 3) colours: changes the bake (fast mode).
+TexelAdjust = Callable[[UVMesh, Raster, np.ndarray, np.ndarray], np.ndarray]
 
 
 def _cpu_seconds() -> float:
@@ -51,7 +53,7 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
                  vertex_colors: bool = False, close_boundary: bool = False,
                  min_component_fraction: float = 0.01, extract_stride: int | None = None,
                  uv_options: dict | None = None, texture_fn: TextureFn | None = None,
-                 name: str | None = None) -> MeshStats:
+                 texel_adjust: TexelAdjust | None = None, name: str | None = None) -> MeshStats:
     """Mesh a density field and write it as a textured glTF 2.0 binary (or OBJ + MTL + PNG).
 
     density: (R, R, R) float array over ``bbox`` (indexing 'ij', samples on the box corners);
@@ -70,8 +72,9 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
     nothing at ``out_path``. ``extract_stride`` (1 = full-resolution marching cubes) and
     ``uv_options`` (keywords of :func:`unwrap_uv`) override the speed choices.
     ``texture_fn(uv_mesh)`` (UV mesh in the field's world) -> (S, S, 3) uint8 replaces the
-    bake (``color_fn`` is then unused). ``name`` names the mesh inside the file (default:
-    the output file's stem).
+    bake (``color_fn`` is then unused); ``texel_adjust(uv_mesh, raster, points, colours)`` keeps the
+    bake but changes its texel colours before the seams are dilated. ``name`` names the mesh inside the
+    file (default: the output file's stem).
     """
     path = _check_options(target_faces, texture_size, out_path)
     mesh_name = name or path.stem
@@ -124,7 +127,8 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
 
         step("bake")
         if texture_fn is None:
-            texture, raster = bake_texture(uvm.vertices, uvm.faces, uvm.uvs, color_fn, texture_size)
+            adjust = None if texel_adjust is None else (lambda r, p, c: texel_adjust(uvm, r, p, c))
+            texture, raster = bake_texture(uvm.vertices, uvm.faces, uvm.uvs, color_fn, texture_size, adjust=adjust)
             stats.uv_coverage = raster.coverage
         else:
             texture = np.asarray(texture_fn(uvm))

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitmesh.errors import ModelError
+from orbitmesh.errors import LicenceError, ModelError
 
 KINDS: dict[str, str] = {"lrm": "reconstruction", "video": "SV3D orbit-view", "text_to_image": "text-to-image"}
 # The model each kind uses when none is named: the real LRM preferred over the bundled preview,
@@ -37,9 +37,8 @@ LRM_PREFERENCE: tuple[str, ...] = ("vfusion3d", "triposr")
 COMMERCIAL: dict[str, str] = {"yes": "commercial use allowed", "conditional": "commercial use allowed on a condition",
                               "no": "non-commercial only"}
 UNKNOWN = "unknown"
-# The command-line option that picks each kind's model (named in the fix of a refused model).
-MODEL_OPTION: dict[str, str] = {"lrm": "--model", "video": "(quality mode's orbit model)",
-                                "text_to_image": "--text-to-image-model"}
+# The generate option that picks a kind's model (named in the fix of a refused model).
+MODEL_OPTION: dict[str, str] = {"lrm": "--model", "text_to_image": "--text-to-image-model"}
 
 # LRM checkpoint file names a model folder may hold (first match wins when loading).
 LRM_WEIGHT_NAMES = ("model.safetensors", "model.pth", "model.pt", "model.ckpt", "pytorch_model.bin")
@@ -279,7 +278,7 @@ def _sv3d(name: str, description: str) -> ModelEntry:
     source = Source(hub_id="stabilityai/sv3d", files=(weights,), cache_marker=weights,
                     local=(name, weights, f"sv3d/{weights}"))
     return ModelEntry(name, "video", description, source, licence=_SAI,
-                      licence_url="https://huggingface.co/stabilityai/sv3d/blob/main/LICENSE.md",
+                      licence_url="https://huggingface.co/stabilityai/sv3d",
                       commercial="conditional", condition=SAI_CONDITION, size_gb=9.4, gated=True)
 
 
@@ -363,3 +362,60 @@ def require_available(name: str, model_dir: str | os.PathLike, *, needed_for: st
     who = f"{needed_for} needs the {KINDS[entry.kind]} model {name}, which" if needed_for else f"model {name}"
     fix = entry.how_to_get(model_dir) + (f"; or {otherwise}" if otherwise else "")
     raise ModelError(f"{who} is not available yet (not in {model_dir} nor in its hub cache)", fix=fix)
+
+
+# ----- licences: which models a commercial job may use --------------------------------------------------
+
+
+def identify(kind: str, model: str, model_dir: str | os.PathLike | None = None) -> ModelEntry | None:
+    """The catalogue entry of ``kind`` that ``model`` names: its name, its hub id, or the folder/file where
+    the catalogue finds it under the model folder; None for anything else (a model we know nothing of)."""
+    for entry in models(kind):
+        if model in (entry.name, entry.hub_id):
+            return entry
+    path = Path(model).expanduser()
+    if not path.exists():
+        return None
+    for entry in models(kind):
+        known = entry.source.bundled_path() or entry.source.local_path(model_dir)
+        if known is not None and known.resolve() == path.resolve():
+            return entry
+    return None
+
+
+def unknown_licence(model: str) -> dict[str, str | None]:
+    """The licence record of a model outside the catalogue (see :meth:`ModelEntry.licence_record`)."""
+    return {"name": model, "licence": UNKNOWN, "commercial": UNKNOWN, "condition": None}
+
+
+def commercial_alternatives(kind: str) -> list[ModelEntry]:
+    """The models of ``kind`` whose licence allows commercial use unconditionally (plumbing models left out)."""
+    return [e for e in models(kind) if e.commercial == "yes" and not e.source.builtin]
+
+
+def check_commercial_use(kind: str, model: str, entry: ModelEntry | None) -> str | None:
+    """For a commercial-only job: a LicenceError (a ModelError) when ``model`` (of ``kind``; ``entry`` its
+    catalogue entry, None when unknown) may not be used commercially, naming the models that may; the
+    warning that states the condition for a "conditional" one; None when it is free to use.
+
+    A model outside the catalogue is refused too: nothing says its licence allows commercial use.
+    """
+    if entry is not None and entry.commercial == "yes":
+        return None
+    if entry is not None and entry.commercial == "conditional":
+        return (f"commercial use of the {KINDS[kind]} model {entry.name} ({entry.licence}) is conditional: "
+                f"{entry.condition}")
+    allowed = commercial_alternatives(kind)
+    option = MODEL_OPTION.get(kind)
+    if allowed:
+        fix = "use " + " or ".join(
+            f"{option + ' ' if option else ''}{e.name} ({e.licence})" for e in allowed[:3])
+    else:
+        known = ", ".join(e.name for e in models(kind))
+        fix = f"use a {KINDS[kind]} model of the catalogue ({known})"
+    if entry is None:
+        raise LicenceError(f"commercial use only: the {KINDS[kind]} model {model!r} is not in the model catalogue, "
+                           "so its licence is unknown", fix=fix + " (a catalogue model is known by its name, its hub "
+                           "id or its folder in the model folder)")
+    raise LicenceError(f"commercial use only: the {KINDS[kind]} model {entry.name} is licensed {entry.licence}, "
+                       "which does not allow commercial use", fix=fix)

@@ -2,11 +2,18 @@
 
 The models themselves (hub ids, files, licences, availability) are listed in
 :mod:`orbitmesh.models.catalogue`. A model argument is a known name (``vfusion3d``,
-``tiny-random``), a hub id (``facebook/vfusion3d``), a folder (config.json + model.safetensors)
-or a weights file. ``None`` means the best model available: a real model already in
-``settings.model_dir`` (``<model_dir>/vfusion3d/`` or the hub cache under ``<model_dir>/hub``);
-without one the bundled preview model, else an error that says how to get one. Nothing is
-downloaded unless a hub id/name is asked for, and the licence is shown first.
+``triposr``, ``tiny-random``), a hub id (``facebook/vfusion3d``), a folder (config.json +
+model.safetensors, or TripoSR's config.yaml + model.ckpt) or a weights file. ``None`` means the
+configured ``default_model`` if there is one, else the best model available: the first real model of
+:data:`~orbitmesh.models.catalogue.LRM_PREFERENCE` already in ``settings.model_dir`` (``<model_dir>/<name>/``
+or the hub cache under ``<model_dir>/hub``); without one the bundled preview model, else an error that
+says how to get one. Nothing is downloaded unless a hub id/name is asked for, and the licence is shown
+first.
+
+``commercial_only`` (see :func:`orbitmesh.models.catalogue.check_commercial_use`): a model whose licence
+does not allow commercial use (or is unknown) is refused here, before anything loads, with a fix naming
+one that does; the default resolution skips such models, and when one was skipped and no allowed real
+model is installed it is an error naming TripoSR rather than a silent fall-back to the toy preview model.
 """
 
 from __future__ import annotations
@@ -16,11 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from orbitmesh.errors import ModelError
-from orbitmesh.models.catalogue import CATALOGUE, DEFAULTS, LRM_WEIGHT_NAMES, ModelEntry, hub_cache_dir, models
+from orbitmesh.errors import LicenceError, ModelError
+from orbitmesh.models.catalogue import (
+    CATALOGUE,
+    DEFAULTS,
+    LRM_PREFERENCE,
+    LRM_WEIGHT_NAMES,
+    ModelEntry,
+    check_commercial_use,
+    hub_cache_dir,
+    identify,
+    models,
+    unknown_licence,
+)
 
-# Real LRMs in order of preference for model=None; without one, the bundled preview model.
-DEFAULT_LRMS = (DEFAULTS["lrm"],)
 PREVIEW = "orbitmesh-preview"
 _preview_noticed = threading.Event()
 
@@ -40,34 +56,102 @@ class LRMSource:
     kind: str  # "tiny-random", "path" or "hub"
     location: str  # folder/file path or hub id
     info: ModelEntry | None = None
+    architecture: str = "vfusion3d"  # the model class that loads it: a key of catalogue.ARCHITECTURES
+    notice: str | None = None  # said once when it loads (the bundled preview model: how to get a real one)
 
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.location}"
+
+    def licence_record(self) -> dict[str, str | None]:
+        """{name, licence, commercial, condition} of this model ("unknown" outside the catalogue)."""
+        return self.info.licence_record() if self.info is not None else unknown_licence(self.name)
 
 
 def _weights_in(folder: Path) -> bool:
     return folder.is_dir() and any((folder / n).is_file() for n in LRM_WEIGHT_NAMES)
 
 
-def _how_to_get(model_dir: Path) -> str:
-    return CATALOGUE[DEFAULTS["lrm"]].how_to_get(model_dir)
+def _how_to_get(model_dir: Path, commercial_only: bool = False) -> str:
+    """How to get a real reconstruction model: the first of the preference order this job may use."""
+    allowed = [n for n in LRM_PREFERENCE if not commercial_only or CATALOGUE[n].commercial != "no"]
+    return CATALOGUE[allowed[0] if allowed else DEFAULTS["lrm"]].how_to_get(model_dir)
 
 
-def resolve_lrm_source(model: str | None, model_dir: str | Path) -> LRMSource:
-    """Decide where the LRM comes from (cheap: no loading, no network)."""
+def _architecture(path: Path, info: ModelEntry | None) -> str:
+    """The model class of a local model: the catalogue's word, else TripoSR for either of its folder
+    layouts (released config.yaml + model.ckpt, or our save_pretrained), else the VFusion3D family."""
+    from orbitmesh.models.triposr.config import folder_layout
+
+    if info is not None and info.architecture:
+        return info.architecture
+    folder = path if path.is_dir() else path.parent
+    return "triposr" if folder_layout(folder) is not None else "vfusion3d"
+
+
+def _source(name: str, kind: str, location: str, info: ModelEntry | None, commercial_only: bool,
+            notice: str | None = None) -> LRMSource:
+    """An LRMSource, refused under ``commercial_only`` when its licence does not allow commercial use."""
+    if commercial_only:
+        check_commercial_use("lrm", name, info)  # raises for "no"/unknown; a condition is warned about per job
+    architecture = _architecture(Path(location), info) if kind == "path" else (
+        info.architecture if info is not None and info.architecture else "vfusion3d")
+    return LRMSource(name, kind, location, info, architecture=architecture, notice=notice)
+
+
+def _installed(info: ModelEntry, model_dir: Path) -> tuple[str, str] | None:
+    """(kind, location) of a catalogue LRM on this machine (model folder first, then the hub cache), or None."""
+    local = info.source.local_path(model_dir)
+    if local is not None:
+        return "path", str(local)
+    if info.hub_id and info.cached_file(model_dir) is not None:
+        return "hub", info.hub_id
+    return None
+
+
+def _preview_notice(model_dir: Path, commercial_only: bool) -> str:
+    return (f"using the bundled preview model ({PREVIEW}): trained on simple procedural shapes, so expect rough "
+            f"geometry; for real objects {_how_to_get(model_dir, commercial_only)}")
+
+
+def _resolve_default(model_dir: Path, commercial_only: bool) -> LRMSource:
+    """model=None: the first installed model of LRM_PREFERENCE (commercial_only: of those allowed), else the
+    bundled preview model."""
+    skipped = []
+    for name in LRM_PREFERENCE:
+        info = CATALOGUE[name]
+        found = _installed(info, model_dir)
+        if found is None:
+            continue
+        if commercial_only and info.commercial == "no":
+            skipped.append(info)
+            continue
+        return _source(name, *found, info, commercial_only)
+    if skipped:  # a studio with only non-commercial models installed: say so rather than fall back to a toy
+        names = ", ".join(f"{e.name} ({e.licence})" for e in skipped)
+        raise LicenceError(f"commercial use only: the reconstruction models installed in {model_dir} do not "
+                           f"allow commercial use: {names}",
+                           fix=f"{_how_to_get(model_dir, True)}; or pass --model {PREVIEW} for the bundled "
+                               "preview model (Apache-2.0, rough shapes)")
+    if _weights_in(preview_model_dir()):  # the bundled preview model: always there unless removed
+        return _source(PREVIEW, "path", str(preview_model_dir()), CATALOGUE[PREVIEW], commercial_only,
+                       _preview_notice(model_dir, commercial_only))
+    raise ModelError(f"no reconstruction model found in {model_dir}", fix=_how_to_get(model_dir, commercial_only))
+
+
+def resolve_lrm_source(model: str | None, model_dir: str | Path, *, commercial_only: bool = False,
+                       default: str | None = None) -> LRMSource:
+    """Decide where the LRM comes from (cheap: no loading, no network).
+
+    ``default``: the model to use when ``model`` is None (``Settings.default_model``); without one the
+    preference order of the catalogue. ``commercial_only``: refuse a model whose licence does not allow
+    commercial use (ModelError naming one that does), skip such models when choosing the default.
+    """
     model_dir = Path(model_dir).expanduser()
+    if model is None and default:
+        model = default
     if model is None:
-        for name in DEFAULT_LRMS:
-            info = CATALOGUE[name]
-            local = info.source.local_path(model_dir)
-            if local is not None:
-                return LRMSource(name, "path", str(local), info)
-            if info.hub_id and info.cached_file(model_dir) is not None:
-                return LRMSource(name, "hub", info.hub_id, info)
-        if _weights_in(preview_model_dir()):  # the bundled preview model: always there unless removed
-            return LRMSource(PREVIEW, "path", str(preview_model_dir()), CATALOGUE[PREVIEW])
-        raise ModelError(f"no reconstruction model found in {model_dir}", fix=_how_to_get(model_dir))
+        return _resolve_default(model_dir, commercial_only)
     if not isinstance(model, str) or not model.strip():
         raise ModelError("the model argument is empty", fix="give a model name, hub id, folder or file")
     if model in CATALOGUE:
@@ -76,24 +160,26 @@ def resolve_lrm_source(model: str | None, model_dir: str | Path) -> LRMSource:
             raise ModelError(f"{model} is a {info.kind} model, not a reconstruction model",
                              fix=f"use --model {DEFAULTS['lrm']}")
         if info.source.builtin:
-            return LRMSource(model, "tiny-random", model, info)
+            return _source(model, "tiny-random", model, info, commercial_only)
         if model == PREVIEW:
             if not _weights_in(preview_model_dir()):
                 raise ModelError(f"the bundled preview model is missing from {preview_model_dir()}",
                                  fix=info.how_to_get(model_dir))
-            return LRMSource(model, "path", str(preview_model_dir()), info)
+            return _source(model, "path", str(preview_model_dir()), info, commercial_only,
+                           _preview_notice(model_dir, commercial_only))
         local = info.source.local_path(model_dir)
         if local is not None:
-            return LRMSource(model, "path", str(local), info)
-        return LRMSource(model, "hub", str(info.hub_id), info)
+            return _source(model, "path", str(local), info, commercial_only)
+        return _source(model, "hub", str(info.hub_id), info, commercial_only)
     path = Path(model).expanduser()
     if path.exists():
-        return LRMSource(str(path), "path", str(path))
+        info = identify("lrm", model, model_dir)  # a catalogue model's own folder keeps its name and licence
+        return _source(info.name if info else str(path), "path", str(path), info, commercial_only)
     for info in models("lrm"):
         if info.hub_id == model:
-            return LRMSource(info.name, "hub", model, info)
+            return _source(info.name, "hub", model, info, commercial_only)
     if "/" in model and not path.suffix and len(model.split("/")) == 2:
-        return LRMSource(model, "hub", model)
+        return _source(model, "hub", model, None, commercial_only)
     raise ModelError(f"model not found: {model}",
                      fix=f"use a known name ({', '.join(i.name for i in models('lrm'))}),"
                          " a hub id, a model folder or a .safetensors/.pth file")
@@ -116,16 +202,20 @@ def load_lrm(source: LRMSource, *, model_dir: str | Path, device: str = "cpu", d
     """Load the LRM a source points at (downloading a hub model when allowed; licence shown first)."""
     from orbitmesh.models.lrm import LRM
 
-    if source.name == PREVIEW and notify is not None and not _preview_noticed.is_set():
+    if source.notice and notify is not None and not _preview_noticed.is_set():
         _preview_noticed.set()  # said once per process
-        notify(f"using the bundled preview model ({PREVIEW}): trained on simple procedural shapes, so expect rough "
-               f"geometry; for real objects {_how_to_get(Path(model_dir))}")
+        notify(source.notice)
     if source.kind == "tiny-random":
         model = tiny_random_lrm()
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     if source.kind == "hub" and notify is not None and source.info is not None and source.info.licence:
         notify(source.info.licence_notice())
     cache = hub_cache_dir(Path(model_dir).expanduser()) if source.kind == "hub" else None
+    if source.architecture == "triposr":
+        from orbitmesh.models.triposr import TripoSR
+
+        return TripoSR.from_pretrained(source.location, local_files_only=local_files_only, cache_dir=cache,
+                                       device=device, dtype=dtype, progress=notify).eval()
     from orbitmesh.models.lrm.loading import from_pretrained
 
     model = from_pretrained(source.location, local_files_only=local_files_only, dtype=dtype, device=device,
@@ -150,3 +240,11 @@ def cached_lrm(source: LRMSource, *, model_dir: str | Path, device: str, dtype, 
                          local_files_only=local_files_only, notify=notify)
         _cache[key] = model
         return model
+
+
+def release_cached_lrm() -> bool:
+    """Forget the cached LRM so its memory can be freed (an idle worker); True when one was held."""
+    with _cache_lock:
+        held = bool(_cache)
+        _cache.clear()
+    return held

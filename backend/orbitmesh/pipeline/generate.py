@@ -4,7 +4,9 @@ The stages come from the mode table (:mod:`orbitmesh.pipeline.modes`, built by
 :mod:`orbitmesh.pipeline.stages`): fast is [text_to_image] -> preprocess -> lrm -> grid_query ->
 mesh -> export; quality adds orbit, align and refine. Every stage reports through one progress
 callback (which may cancel), the job folder keeps each artefact and ``job.json`` (settings, seed,
-model, timings, stats), and the GLB is written atomically: a failed or cancelled job leaves no GLB.
+model, the licences of the models used, timings, stats), and the GLB is written atomically: a failed
+or cancelled job leaves no GLB. ``Settings.commercial_only`` is checked before the job folder exists
+(:mod:`orbitmesh.pipeline.licences`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from orbitmesh.errors import InputError
 from orbitmesh.jobs import JobFolder
+from orbitmesh.pipeline.licences import job_licences
 from orbitmesh.pipeline.orchestrator import Orchestrator, check_plan
 from orbitmesh.pipeline.output import GLB_NAME
 from orbitmesh.pipeline.request import GenerateRequest, GenerateResult
@@ -59,7 +62,9 @@ def generate(request: GenerateRequest, *, settings: Settings | None = None,
     progress = progress or null_progress
     device = resolve_device(settings.device)
     compute_dtype = resolve_dtype(settings.dtype, device)
-    source = registry.resolve_lrm_source(request.model, settings.model_dir)
+    source = registry.resolve_lrm_source(request.model, settings.model_dir, commercial_only=settings.commercial_only,
+                                         default=settings.default_model)
+    licences = job_licences(request, settings, source)  # commercial_only: refuses before anything loads
     if request.mode == "quality" and orbit_pipeline is None:
         from orbitmesh.models.catalogue import require_available
         from orbitmesh.pipeline.orbit import OrbitConfig
@@ -78,7 +83,7 @@ def generate(request: GenerateRequest, *, settings: Settings | None = None,
     job = JobFolder.create(settings.output_dir, name, settings={
         "request": request.to_dict(), "settings": settings.to_dict(), "device": device,
         "compute_dtype": str(compute_dtype).replace("torch.", ""), "model": source.name})
-    job.update(model=source.name, seed=request.seed, mode=request.mode)
+    job.update(model=source.name, seed=request.seed, mode=request.mode, licences=licences.licences)
 
     # 4. Run the stages.
     _seed(request.seed)
@@ -86,8 +91,8 @@ def generate(request: GenerateRequest, *, settings: Settings | None = None,
 
     # 5. Record and return the result.
     stats = {"mesh": state.mesh_stats, "grid": state.grid_stats}
-    warnings = list(dict.fromkeys(state.warnings))
+    warnings = list(dict.fromkeys(licences.warnings + state.warnings))
     job.update(stats=stats, warnings=warnings)
     return GenerateResult(job_dir=job.path, glb_path=job.artefact(GLB_NAME), request=request, model=source.name,
                           timings={f"{t.index:02d}-{t.name}": round(t.seconds, 4) for t in timings},
-                          stats=stats, warnings=warnings)
+                          stats=stats, warnings=warnings, licences=licences.licences)

@@ -39,6 +39,7 @@ LRM = "lrm"
 ALIGN = "align"
 REFINE = "refine"
 GRID_QUERY = "grid_query"
+CARVE = "carve"
 MESH = "mesh"
 EXPORT = "export"
 
@@ -51,15 +52,16 @@ STAGES: dict[str, StageInfo] = {s.name: s for s in (
     StageInfo(ALIGN, 2.0, "orbit cameras fitted to the reconstruction's silhouettes"),
     StageInfo(REFINE, 4.0, "triplane optimised against the orbit views"),
     StageInfo(GRID_QUERY, 3.0, "triplane -> density grid and colour field"),
+    StageInfo(CARVE, 0.3, "density grid cut to the input's silhouette, thin parts the model lost filled"),
     StageInfo(MESH, 4.0, "marching cubes, decimation, UVs, texture, GLB"),
     StageInfo(EXPORT, 0.2, "copy of the GLB to the requested output path"),
 )}
 
 MODES: dict[str, ModeInfo] = {m.name: m for m in (
     ModeInfo("fast", "Fast", "Image -> LRM -> mesh (seconds on a GPU)",
-             (PREPROCESS, LRM, GRID_QUERY, MESH, EXPORT)),
+             (PREPROCESS, LRM, GRID_QUERY, CARVE, MESH, EXPORT)),
     ModeInfo("quality", "Quality", "Adds SV3D orbit views for a sharper shape and texture (slower, more VRAM)",
-             (PREPROCESS, ORBIT, LRM, ALIGN, REFINE, GRID_QUERY, MESH, EXPORT)),
+             (PREPROCESS, ORBIT, LRM, ALIGN, REFINE, GRID_QUERY, CARVE, MESH, EXPORT)),
 )}
 DEFAULT_MODE = "fast"
 

@@ -90,6 +90,8 @@ class PreprocessResult:
     warnings: problems worth telling the user (object touches the border, busy background, ...).
     cutout: PIL RGBA at source resolution, the object crop with a transparent margin; pass it back
         with ``remover='alpha'`` to recentre at another size without removing the background again.
+    border_ratio: the border ``image`` was recentred with (recentring the cutout with it at another size
+        frames the object exactly as ``image`` does).
     """
 
     image: Image.Image
@@ -99,6 +101,7 @@ class PreprocessResult:
     method: str
     warnings: list[str] = field(default_factory=list)
     cutout: Image.Image | None = None
+    border_ratio: float = 0.2
 
 
 def preprocess_image(source: ImageSource, *, size: int = 512, border_ratio: float = 0.2, remover: str = "auto",
@@ -139,7 +142,8 @@ def _run(source: ImageSource, cfg: PreprocessConfig, progress: ProgressCallback,
     progress(STAGE, 3, total, "recentred")
     return PreprocessResult(image=composite_on_white(out), rgba=out,
                             mask=np.asarray(out.getchannel("A")) >= 128, bbox=bbox, method=cut.method,
-                            warnings=warnings, cutout=cutout_with_margin(source_rgba, bbox))
+                            warnings=warnings, cutout=cutout_with_margin(source_rgba, bbox),
+                            border_ratio=cfg.border_ratio)
 
 
 class PreprocessStage:

@@ -59,7 +59,9 @@ def autocast_context(device: str, dtype):
 
 class LRMStage:
     """``state.image`` (PIL RGB on white) -> ``state.planes`` (1, 3, C, H, W) float32 and ``state.lrm``
-    (the model). ``load(notify)`` returns the loaded LRM (float32 weights)."""
+    (the model). ``load(notify)`` returns the loaded LRM (float32 weights). A model whose config asks for
+    its own framing (TripoSR: ``foreground_ratio`` on ``background_grey``) gets the object recentred that
+    way from the preprocessed cut-out, saved as ``model_input.png``."""
 
     name = LRM_STAGE
     needs = ("image",)
@@ -85,7 +87,7 @@ class LRMStage:
             done = 1 if part == "encoder" else 1 + step
             ctx.progress(LRM_STAGE, done, total, f"{part} {step}/{n}")
 
-        image = image_to_tensor(ctx.state.image, model.config.input_size).to(self.device)
+        image = image_to_tensor(model_input(model.config, ctx), model.config.input_size).to(self.device)
         with torch.no_grad(), autocast_context(self.device, self.compute_dtype):
             planes = model(image, progress=report)
         planes = planes.float()
@@ -95,6 +97,25 @@ class LRMStage:
         ctx.state.lrm, ctx.state.planes = model, planes
         ctx.job.update(lrm={"config": model.config.to_dict(), "device": self.device,
                             "compute_dtype": str(self.compute_dtype), "notes": notes})
+
+
+def model_input(config, ctx: StageContext):
+    """The PIL RGB image the model sees: the preprocessed composite on white, or, for a model with its own
+    framing (``config.foreground_ratio`` / ``config.background_grey``), the object recentred at
+    ``config.input_size`` from the cut-out at source resolution and composited on that grey."""
+    from orbitmesh.imaging.recentre import composite_on, object_bbox, recentre
+
+    ratio, grey = getattr(config, "foreground_ratio", None), getattr(config, "background_grey", None)
+    pre = ctx.state.preprocess
+    if ratio is None or grey is None or pre is None or getattr(pre, "cutout", None) is None:
+        return ctx.state.image
+    cutout = pre.cutout
+    bbox = object_bbox(np.asarray(cutout.getchannel("A"), np.float32) / 255.0)
+    if bbox is None:
+        return ctx.state.image
+    image = composite_on(recentre(cutout, bbox, config.input_size, 1.0 - ratio), grey)
+    ctx.job.save_image("model_input.png", image)
+    return image
 
 
 GRID_METHODS = ("band", "dense", "points")
@@ -125,8 +146,6 @@ def density_grid(model, planes, resolution: int, *, chunk_size: int = GRID_CHUNK
     """
     import torch
 
-    from orbitmesh.models.lrm.triplane import activate_density
-
     if method not in ("dense", "points"):
         raise ValueError(f"density_grid method must be 'dense' or 'points', got {method!r}")
     lo, hi = model.config.bbox_min, model.config.bbox_max
@@ -145,7 +164,7 @@ def density_grid(model, planes, resolution: int, *, chunk_size: int = GRID_CHUNK
                 dens = density_at(torch.arange(i0, i0 + n).repeat_interleave(r * r), j.repeat(n), k.repeat(n))
             else:
                 pts = torch.cat([axis[i0:i0 + n].repeat_interleave(r * r)[:, None], yz.repeat(n, 1)], dim=1)
-                dens = activate_density(model.query_raw(planes, lrm_points_from_output(pts)[None])["sigma"])
+                dens = model.activate_density(model.query_raw(planes, lrm_points_from_output(pts)[None])["sigma"])
             out[i0:i0 + n] = dens.reshape(n, r, r).cpu().numpy()
             if progress is not None:
                 progress(step, total)

@@ -30,9 +30,10 @@ SEED_MAX = 2**32 - 1
 class Setting:
     """How one generate setting is typed, bounded and explained (the metadata of its request field).
 
-    ``type`` is ``"int"``, ``"str"`` or ``"choice"``; ``optional`` settings accept None (meaning the
-    backend's default). ``presets`` are the values a UI offers in a dropdown (any value in the range is
-    still valid). ``choices`` are (value, label, description) triples.
+    ``type`` is ``"int"``, ``"str"``, ``"choice"`` or ``"bool"`` (a switch: its one command-line flag turns it
+    away from its default, ``--no-x`` for one that is on by default, see :func:`cli_flag`); ``optional``
+    settings accept None (meaning the backend's default). ``presets`` are the values a UI offers in a
+    dropdown (any value in the range is still valid). ``choices`` are (value, label, description) triples.
     """
 
     type: str
@@ -69,8 +70,9 @@ class GenerateRequest:
                          "adds SV3D orbit views (slower, more VRAM)",
                          choices=tuple((m.name, m.label, m.description) for m in MODE_TABLE.values()))
     model: str | None = _setting(None, type="str", label="Model", optional=True, max_length=512,
-                                 help="reconstruction model: a name (orbitmesh-preview, vfusion3d, tiny-random), "
-                                      "a hub id, a folder or a weights file; empty: the best model available")
+                                 help="reconstruction model: a name (orbitmesh-preview, triposr, vfusion3d, "
+                                      "tiny-random), a hub id, a folder or a weights file; empty: the best model "
+                                      "available")
     text_to_image_model: str | None = _setting(None, type="str", label="Text-to-Image Model", optional=True,
                                                max_length=512, panel=False,
                                                help="text-to-image model for a prompt (hub id or folder); "
@@ -85,6 +87,12 @@ class GenerateRequest:
                                  presets=TEXTURE_SIZES, help="texture width and height in pixels")
     orbit_steps: int = _setting(50, type="int", label="Orbit Steps", minimum=1, maximum=500, panel=False,
                                 help="quality mode: SV3D sampling steps for the orbit views (fewer: faster, rougher)")
+    input_texture: bool = _setting(True, type="bool", label="Input Texture",
+                                   help="fast mode: paint the input photo, at its full resolution, onto the surface "
+                                        "it shows (off: the model's colours only)")
+    carve: bool = _setting(True, type="bool", label="Carve to Silhouette",
+                           help="cut the shape to the input's outline and fill thin parts the model lost, before "
+                                "meshing (skipped with a warning when the outline and the model disagree grossly)")
     output: str | None = None
 
     # ----- validation ------------------------------------------------------------------------
@@ -165,8 +173,14 @@ def default_settings() -> dict[str, Any]:
 
 
 def cli_flag(name: str) -> str:
-    """The command-line option of a setting: ``mc_resolution`` -> ``--mc-resolution``."""
-    return "--" + name.replace("_", "-")
+    """The command-line option of a setting: ``mc_resolution`` -> ``--mc-resolution``. A bool setting has one
+    flag, the one that turns it away from its default: ``--no-input-texture`` for ``input_texture`` (on by
+    default), ``--x`` for a switch that is off by default; it takes no value."""
+    flag = name.replace("_", "-")
+    spec = settings_spec().get(name)
+    if spec is not None and spec.type == "bool" and default_settings()[name]:
+        return "--no-" + flag
+    return "--" + flag
 
 
 def addon_contract() -> dict[str, Any]:
@@ -195,6 +209,9 @@ def check_setting(name: str, spec: Setting, value: Any) -> None:
             limit = f" of at most {spec.max_length} characters" if spec.max_length else ""
             raise InputError(f"{name} must be non-empty text{limit}, got {value!r}",
                              fix=f"omit {name} for the default" if spec.optional else f"set {name}")
+    elif spec.type == "bool":
+        if not isinstance(value, bool):  # JSON true/false only: 0, 1, "yes" are refused, not guessed
+            raise InputError(f"{name} must be true or false, got {value!r}", fix=f"set {name} to true or false")
     elif spec.type == "int":
         lo, hi = spec.minimum, spec.maximum
         if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
@@ -217,7 +234,10 @@ class GenerateResult:
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # {kind: {name, licence, commercial, condition}} of each model used (orbitmesh.pipeline.licences)
+    licences: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_dir": str(self.job_dir), "glb_path": str(self.glb_path), "request": self.request.to_dict(),
-                "model": self.model, "timings": self.timings, "stats": self.stats, "warnings": self.warnings}
+                "model": self.model, "timings": self.timings, "stats": self.stats, "warnings": self.warnings,
+                "licences": self.licences}

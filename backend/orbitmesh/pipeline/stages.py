@@ -96,10 +96,17 @@ def _grid_query(env: StageEnv) -> Stage:
     return GridQueryStage(env.request.mc_resolution)
 
 
+def _carve(env: StageEnv) -> Stage:
+    from orbitmesh.pipeline.input_view import CarveStage
+
+    return CarveStage(env.request.carve)
+
+
 def _mesh(env: StageEnv) -> Stage:
     from orbitmesh.pipeline.output import MeshStage
 
-    return MeshStage(env.request.target_faces, env.request.texture_size)
+    return MeshStage(env.request.target_faces, env.request.texture_size, input_texture=env.request.input_texture,
+                     device=env.device)
 
 
 def _quality_mesh(env: StageEnv) -> Stage:
@@ -119,7 +126,8 @@ Factory = Callable[[StageEnv], Stage]
 # stage name (or (mode, stage name) for a mode's own version) -> factory
 FACTORIES: dict[str | tuple[str, str], Factory] = {
     modes.TEXT_TO_IMAGE: _text_to_image, modes.PREPROCESS: _preprocess, modes.ORBIT: _orbit, modes.LRM: _lrm,
-    modes.ALIGN: _align, modes.REFINE: _refine, modes.GRID_QUERY: _grid_query, modes.MESH: _mesh,
+    modes.ALIGN: _align, modes.REFINE: _refine, modes.GRID_QUERY: _grid_query, modes.CARVE: _carve,
+    modes.MESH: _mesh,
     ("quality", modes.MESH): _quality_mesh, modes.EXPORT: _export,
 }
 

@@ -8,9 +8,9 @@ construction: the stage loads the pipeline in ``run``, makes the image(s), write
 preprocess stage and releases the pipeline before the 3D models load.
 
 Default model: ``stabilityai/sdxl-turbo`` (distilled SDXL: 4 steps, no guidance, 512x512,
-about 7 GB of fp16 weights; fits 12 GB GPUs, 8 GB ones with ``offload``). Its licence is
-non-commercial (Stability AI Community License): :mod:`orbitmesh.models.catalogue` lists it
-and the alternatives, ``orbitmesh doctor`` prints them. Loading lives in
+about 7 GB of fp16 weights; fits 12 GB GPUs, 8 GB ones with ``offload``). Its licence (Stability
+AI Community License) allows commercial use only below a revenue threshold:
+:mod:`orbitmesh.models.catalogue` lists it and the alternatives, ``orbitmesh doctor`` prints them. Loading lives in
 :mod:`orbitmesh.models.text_to_image`.
 """
 

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 
 from orbitmesh.errors import InputError
-from orbitmesh.mesh.bake import dilate
+from orbitmesh.mesh.bake import Raster, dilate
 from orbitmesh.mesh.bake import rasterize as rasterize_uv
 from orbitmesh.mesh.clean import vertex_normals
 from orbitmesh.progress import ProgressCallback, null_progress
 from orbitmesh.quality.cameras import Camera
-from orbitmesh.quality.raster import project_points, rasterize
+from orbitmesh.quality.raster import ViewRaster, project_points, rasterize
 
 STAGE = "project"
 FillFn = Callable[[np.ndarray], np.ndarray]
@@ -130,8 +130,10 @@ def _sample(image: torch.Tensor, xy: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def observe(view: View, points: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor,
-            faces: torch.Tensor, config: ProjectionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colours (T, 3) and weights (T,) (0 where unseen) of ``points`` in one view."""
+            faces: torch.Tensor, config: ProjectionConfig, raster: ViewRaster | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colours (T, 3) and weights (T,) (0 where unseen) of ``points`` in one view. ``raster``: the mesh
+    already rasterised into this view at the frame's size (else it is rasterised here)."""
     dev = points.device
     size = view.rgb.shape[0]
     xy, depth = project_points(points, view.camera, size)
@@ -140,7 +142,8 @@ def observe(view: View, points: torch.Tensor, normals: torch.Tensor, vertices: t
     cos = (normals * to_cam).sum(-1) / to_cam.norm(dim=-1).clamp(min=1e-9)
     inframe = (xy >= -0.5).all(-1) & (xy <= size - 0.5).all(-1) & (depth > 0)
     # depth test against the mesh seen from this view (nearest pixel)
-    raster = rasterize(vertices, faces, view.camera, size, device=dev)
+    if raster is None:
+        raster = rasterize(vertices, faces, view.camera, size, device=dev)
     ij = xy.round().long().clamp(0, size - 1)
     zb = raster.depth[ij[:, 1], ij[:, 0]]
     footprint = depth / (view.camera.intrinsics[0] * size)
@@ -159,10 +162,11 @@ def observe(view: View, points: torch.Tensor, normals: torch.Tensor, vertices: t
     return rgb.clamp(0, 1), torch.where(visible, w, torch.zeros_like(w))
 
 
-def texel_geometry(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, margin: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chart texels: flat index (T,), 3D points (T, 3) and unit normals (T, 3) (interpolated)."""
-    r = rasterize_uv(uvs, faces, size, margin=margin)
+def texel_geometry(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, margin: float,
+                   raster: Raster | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chart texels: flat index (T,), 3D points (T, 3) and unit normals (T, 3) (interpolated). ``raster``:
+    the UV raster already made (the bake's), else it is made here."""
+    r = raster if raster is not None else rasterize_uv(uvs, faces, size, margin=margin)
     tri = vertices[faces[r.face]].astype(np.float32)
     points = np.einsum("tk,tkd->td", r.bary, tri)
     vn = vertex_normals(vertices, faces)

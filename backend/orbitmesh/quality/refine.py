@@ -31,8 +31,10 @@ STAGE = "refine"
 
 class TriplaneField(torch.nn.Module):
     """planes + a decoder -> raw fields: ``query_raw(planes, points (N, P, 3))`` ->
-    {'rgb': (N, P, 3), 'sigma': (N, P, 1) raw}, the interface :class:`orbitmesh.models.lrm.LRM` has.
-    ``decoder`` is a :class:`orbitmesh.models.lrm.triplane.TriplaneDecoder`."""
+    {'rgb': (N, P, 3), 'sigma': (N, P, 1) raw}, the interface :class:`orbitmesh.models.lrm.LRM` has,
+    and ``render(planes, origins, dirs, samples, ...)`` with the LRM's renderer (stratified +
+    importance samples). ``decoder`` is a :class:`orbitmesh.models.lrm.triplane.TriplaneDecoder`;
+    it is this module's only parameter set (frozen or trained by :func:`refine_triplane`)."""
 
     def __init__(self, decoder: torch.nn.Module, box_warp: float = 2.0, bbox: tuple[float, float] = (-1.0, 1.0)):
         super().__init__()
@@ -40,11 +42,45 @@ class TriplaneField(torch.nn.Module):
 
     @classmethod
     def from_lrm(cls, model) -> "TriplaneField":
+        """The field of a loaded reconstruction model: VFusion3D-family LRMs or TripoSR."""
+        if hasattr(model, "render_rays"):
+            return TripoSRField(model)
         c = model.config
         return cls(model.synthesizer.decoder, c.box_warp, (c.bbox_min, c.bbox_max))
 
     def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decoder(sample_from_planes(planes, points.to(planes.device), self.box_warp))
+
+    def render(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, samples: int, *,
+               deterministic: bool = True, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, 3) rays -> rgb (R, 3) on white, opacity (R,)."""
+        lo, hi = self.bbox
+        opts = RenderOptions(samples, samples, self.box_warp, lo, hi)
+        rgb, _, w = render_rays(lambda p: self.query_raw(planes, p), origins[None], dirs[None], opts,
+                                deterministic, generator)
+        return rgb[0], w[0, :, 0]
+
+
+class TripoSRField(TriplaneField):
+    """TripoSR's field and renderer (uniform samples, ``exp`` density) behind the same interface; its
+    NeRF decoder is the parameter set."""
+
+    def __init__(self, model) -> None:
+        c = model.config
+        super().__init__(model.decoder, c.box_warp, (c.bbox_min, c.bbox_max))
+        self._model = (model,)  # not a submodule: only the decoder is this field's parameters
+
+    def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._model[0].query_raw(planes, points)
+
+    def render(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, samples: int, *,
+               deterministic: bool = True, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        # TripoSR samples bin midpoints: deterministic whatever is asked; 2x samples ~ the LRM's stratified +
+        # importance count
+        out = self._model[0].render_rays(planes, origins[None], dirs[None], num_samples=2 * samples)
+        return out["rgb"][0], out["opacity"][0]
 
 
 @dataclass
@@ -130,14 +166,12 @@ def render_rays_batched(field: TriplaneField, planes: torch.Tensor, origins: tor
                         samples: int, *, deterministic: bool = True, generator: torch.Generator | None = None,
                         chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """(R, 3) rays -> rgb (R, 3), opacity (R,), in chunks (keeps gradients when enabled)."""
-    lo, hi = field.bbox
-    opts = RenderOptions(samples, samples, field.box_warp, lo, hi)
     rgbs, ops = [], []
     for s in range(0, len(origins), chunk):
-        rgb, _, w = render_rays(lambda p: field.query_raw(planes, p), origins[None, s:s + chunk],
-                                dirs[None, s:s + chunk], opts, deterministic, generator)
-        rgbs.append(rgb[0])
-        ops.append(w[0, :, 0])
+        rgb, op = field.render(planes, origins[s:s + chunk], dirs[s:s + chunk], samples,
+                               deterministic=deterministic, generator=generator)
+        rgbs.append(rgb)
+        ops.append(op)
     return torch.cat(rgbs), torch.cat(ops)
 
 

@@ -23,7 +23,7 @@ from orbitmesh.jobs import TERMINAL
 from orbitmesh.server import security
 from orbitmesh.server.api_errors import ApiError, bad_request, not_found
 from orbitmesh.server.health import health_info
-from orbitmesh.server.jobs import JobManager, Runner, build_request, run_generate
+from orbitmesh.server.jobs import JobManager, Runner, build_request, pop_commercial_only, run_generate
 from orbitmesh.server.multipart import DRAIN_MAX, parse_content_type, parse_form, read_body
 from orbitmesh.server.uploads import parse_settings_json, validate_image
 from orbitmesh.settings import Settings
@@ -206,11 +206,13 @@ class Handler(BaseHTTPRequestHandler):
             image = parts["image"]
             security.check_upload_filename(image.filename)
             values = parse_settings_json(parts["settings"].data) if "settings" in parts else {}
+            commercial_only = pop_commercial_only(values)
             request = build_request(values, default_model=config.default_model)
             ext, _size = validate_image(image.data)
-            self.server.manager.check_model(request)
+            self.server.manager.check_model(request, commercial_only=commercial_only)
             name = Path(image.filename).stem if image.filename else "image"
-            job = self.server.manager.submit(request, name=name, upload=image.data, upload_ext=ext)
+            job = self.server.manager.submit(request, name=name, upload=image.data, upload_ext=ext,
+                                             commercial_only=commercial_only)
         elif mime == "application/json":
             values = parse_settings_json(self._read_body(min(JSON_LIMIT, config.max_upload_bytes)), "the body")
             prompt = values.pop("prompt", None)
@@ -218,9 +220,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise bad_request("a JSON job needs a non-empty 'prompt' text",
                                   fix='send {"prompt": "a wooden chair", ...settings}, or upload an image '
                                       "as multipart/form-data", code="invalid_settings")
+            commercial_only = pop_commercial_only(values)
             request = build_request(values, prompt=prompt, default_model=config.default_model)
-            self.server.manager.check_model(request)
-            job = self.server.manager.submit(request, name=prompt)
+            self.server.manager.check_model(request, commercial_only=commercial_only)
+            job = self.server.manager.submit(request, name=prompt, commercial_only=commercial_only)
         else:
             raise ApiError(415, "unsupported_media_type", f"unsupported Content-Type {mime or '(none)'!r}",
                            fix="send multipart/form-data with an 'image' file, or application/json with a 'prompt'")

@@ -1,4 +1,5 @@
-"""``GET /health``: version, device, the model catalogue (what is available here), modes."""
+"""``GET /health``: version, device, the model catalogue (what is available here, each model's licence and
+whether it allows commercial use), modes, and whether the server runs every job commercial-only."""
 
 from __future__ import annotations
 
@@ -34,24 +35,28 @@ def device_summary(requested: str) -> dict[str, Any]:
 
 
 def model_row(entry: ModelEntry, model_dir: Path) -> dict[str, Any]:
-    """One catalogue entry as a /health row; "available" = usable here without a download."""
+    """One catalogue entry as a /health row; "available" = usable here without a download; "commercial" is
+    "yes", "conditional" (then "condition" says who may) or "no"."""
     row = {"name": entry.name, "kind": entry.kind, "available": entry.is_available(model_dir),
            "licence": entry.licence, "hub_id": entry.hub_id, "gated": entry.gated,
-           "description": entry.description, "commercial": entry.commercial, "size_gb": entry.size_gb}
+           "description": entry.description, "commercial": entry.commercial, "condition": entry.condition,
+           "licence_url": entry.licence_url, "size_gb": entry.size_gb}
     if entry.kind == "text_to_image":
         row["default"] = entry.default
     return row
 
 
 def models_summary(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
-    """(a row per catalogue model, the reconstruction model a job without --model would use)."""
+    """(a row per catalogue model, the reconstruction model a job without --model would use: the settings'
+    default_model, else the preference order; commercial-only servers skip non-commercial models)."""
     from orbitmesh.errors import ModelError
     from orbitmesh.models import catalogue
     from orbitmesh.models.registry import resolve_lrm_source
 
     rows = [model_row(entry, settings.model_dir) for entry in catalogue.models()]
     try:
-        best = resolve_lrm_source(None, settings.model_dir).name
+        best = resolve_lrm_source(None, settings.model_dir, commercial_only=settings.commercial_only,
+                                  default=settings.default_model).name
     except ModelError:
         best = None
     return rows, best
@@ -70,4 +75,5 @@ def health_info(settings: Settings, default_model: str | None) -> dict[str, Any]
         log.warning("model catalogue failed: %s", exc)
         models, best = [], None
     return {"status": "ok", "version": __version__, "device": device_summary(settings.device),
-            "models": models, "modes": modes(models), "default_model": default_model or best}
+            "models": models, "modes": modes(models), "default_model": default_model or best,
+            "commercial_only": settings.commercial_only}

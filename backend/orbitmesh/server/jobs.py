@@ -36,7 +36,7 @@ CLIENT_SETTINGS = tuple(settings_spec())
 RUN_DIR = "run"
 # Keys of the record that make up the API's job object (plus "files").
 API_KEYS = ("id", "name", "status", "stage", "step", "total", "message", "eta_s", "progress", "error",
-            "settings", "created", "started", "finished", "result")
+            "settings", "created", "started", "finished", "result", "commercial_only")
 
 Runner = Callable[[GenerateRequest, Settings, ProgressTracker], GenerateResult]
 
@@ -46,6 +46,18 @@ def run_generate(request: GenerateRequest, settings: Settings, tracker: Progress
     from orbitmesh.pipeline.generate import generate
 
     return generate(request, settings=settings, progress=tracker)
+
+
+COMMERCIAL_ONLY = "commercial_only"  # a per-job key beside the settings: it can only turn the check on
+
+
+def pop_commercial_only(values: dict[str, Any]) -> bool:
+    """Take the client's ``commercial_only`` (true/false) out of its settings; 400 for anything else."""
+    asked = values.pop(COMMERCIAL_ONLY, False)
+    if not isinstance(asked, bool):
+        raise bad_request(f"{COMMERCIAL_ONLY} must be true or false, got {asked!r}",
+                          fix=f'send "{COMMERCIAL_ONLY}": true, or leave it out', code="invalid_settings")
+    return asked
 
 
 def build_request(values: dict[str, Any], *, prompt: str | None = None,
@@ -69,6 +81,7 @@ class ServerJob:
     request: GenerateRequest | None = None
     tracker: ProgressTracker = field(default_factory=ProgressTracker)
     version: int = 0
+    commercial_only: bool = False  # asked by the client (the server-wide setting applies regardless)
 
     @property
     def id(self) -> str:
@@ -104,7 +117,7 @@ class JobManager:
     # ----- submission and queries (request threads) -------------------------------------
 
     def submit(self, request: GenerateRequest, *, name: str, upload: bytes | None = None,
-               upload_ext: str = "png") -> ServerJob:
+               upload_ext: str = "png", commercial_only: bool = False) -> ServerJob:
         """Create the job folder (and save the upload under a safe name), then enqueue it."""
         settings = request.settings()
         if request.prompt is not None:
@@ -114,7 +127,8 @@ class JobManager:
             upload_name = f"upload.{upload_ext}"
             request.image_path = str(folder.write_bytes(upload_name, upload))
             folder.record["input"] = upload_name
-        job = ServerJob(folder, request)
+        job = ServerJob(folder, request, commercial_only=self.commercial_only(commercial_only))
+        folder.record[COMMERCIAL_ONLY] = job.commercial_only
         with self._cond:
             # "created" is the moment the job joins the queue, so its order is the FIFO order.
             folder.update(server=True, created=time.time(), stage=None, step=0, total=0, message="queued",
@@ -124,13 +138,25 @@ class JobManager:
             self._touch(job)
         return job
 
-    def check_model(self, request: GenerateRequest) -> None:
-        """Resolve the request's model now (cheap, no loading) so a bad name is a 400, not a failed job."""
-        from orbitmesh.errors import ModelError
-        from orbitmesh.models.registry import resolve_lrm_source
+    def commercial_only(self, asked: bool = False) -> bool:
+        """Whether a job runs commercial-only: the server's setting (``serve --commercial-only``, the config
+        key or ORBITMESH_COMMERCIAL_ONLY; a client cannot turn it off) or the client's request."""
+        return bool(self.settings.commercial_only or asked)
 
+    def check_model(self, request: GenerateRequest, *, commercial_only: bool = False) -> None:
+        """Resolve the request's models now (cheap, no loading) so a bad name or a model a commercial job may
+        not use is a 400 before any job folder exists, not a failed job."""
+        from orbitmesh.errors import LicenceError, ModelError
+        from orbitmesh.models.registry import resolve_lrm_source
+        from orbitmesh.pipeline.licences import job_licences
+
+        strict = self.commercial_only(commercial_only)
         try:
-            resolve_lrm_source(request.model, self.settings.model_dir)
+            source = resolve_lrm_source(request.model, self.settings.model_dir, commercial_only=strict,
+                                        default=self.settings.default_model)
+            job_licences(request, self.settings, source, commercial_only=strict)
+        except LicenceError as exc:
+            raise bad_request(exc.message, fix=exc.fix, code="licence_refused") from None
         except ModelError as exc:
             raise bad_request(exc.message, fix=exc.fix, code="model_unavailable") from None
 
@@ -228,7 +254,8 @@ class JobManager:
 
     def _run(self, job: ServerJob) -> None:
         job.tracker.listener = lambda event: self._on_progress(job, event)
-        settings = self.settings.override(output_dir=job.folder.path / RUN_DIR)
+        settings = self.settings.override(output_dir=job.folder.path / RUN_DIR,
+                                          commercial_only=self.commercial_only(job.commercial_only))
         try:
             result = self.runner(job.request, settings, job.tracker)
         except JobCancelled:

@@ -32,21 +32,24 @@ CPU_SUBCHUNK, CPU_SUBCHUNK_THREADED = 8192, 2 ** 16
 class GridTables:
     """First-layer terms of one triplane on the grid ``xs x ys x zs`` (LRM-frame axis values).
 
-    ``tables[p]`` is (len(a0), len(a1), H) float32 for plane p with axes (a0, a1) in PLANE_AXES,
+    ``tables[p]`` is (len(a0), len(a1), H) float32 for plane p with axes (a0, a1) in ``plane_axes``,
     the first layer's bias folded into the xy table. Memory: 3 R^2 H floats (200 MB at R=512).
     """
 
     def __init__(self, decoder: TriplaneDecoder, planes: torch.Tensor, axes: tuple[torch.Tensor, ...],
-                 box_warp: float, chunk_size: int = 2 ** 18) -> None:
+                 box_warp: float, chunk_size: int = 2 ** 18, *, plane_axes: tuple[tuple[int, int], ...] = PLANE_AXES,
+                 density_activation: Callable[[torch.Tensor], torch.Tensor] = activate_density) -> None:
         if planes.shape[0] != 1:
             raise ValueError(f"GridTables takes one triplane, got a batch of {planes.shape[0]}")
         self.decoder, self.chunk_size = decoder, chunk_size
+        # Other triplane models (TripoSR) index their planes differently and activate density their way.
+        self.plane_axes, self.density_activation = plane_axes, density_activation
         self.sizes = tuple(len(a) for a in axes)
         self.device = planes.device
         weights, bias = decoder.plane_weights()
         self.tables = []
         with torch.inference_mode():
-            for p, (a0, a1) in enumerate(PLANE_AXES):
+            for p, (a0, a1) in enumerate(plane_axes):
                 # project the plane's C channels to H first: bilinear sampling is linear, so
                 # sample(W_p plane) == W_p sample(plane), and H <= C texel-wise is cheaper
                 projected = torch.einsum("nchw,ck->nkhw", planes[:, p].float(), weights[p].to(self.device))
@@ -61,7 +64,7 @@ class GridTables:
     def _hidden(self, ix: torch.Tensor, iy: torch.Tensor, iz: torch.Tensor) -> torch.Tensor:
         """(M,) int64 axis indices -> (M, H) first-layer pre-activations."""
         out = None
-        for (a0, a1), table in zip(PLANE_AXES, self.tables):
+        for (a0, a1), table in zip(self.plane_axes, self.tables):
             i0, i1 = (ix, iy, iz)[a0], (ix, iy, iz)[a1]
             rows = table.view(-1, table.shape[-1]).index_select(0, i0 * table.shape[1] + i1)
             out = rows if out is None else out.add_(rows)
@@ -85,8 +88,8 @@ class GridTables:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def density(self, ix: torch.Tensor, iy: torch.Tensor, iz: torch.Tensor) -> torch.Tensor:
-        """(M,) int64 indices -> (M,) float32 activated density (softplus(raw - 1))."""
-        return activate_density(self.raw(ix, iy, iz, outputs=1)[:, 0])
+        """(M,) int64 indices -> (M,) float32 activated density (the LRM's softplus(raw - 1) by default)."""
+        return self.density_activation(self.raw(ix, iy, iz, outputs=1)[:, 0])
 
     def dense(self, outputs: int | None = None) -> torch.Tensor:
         """The whole grid -> raw outputs (X, Y, Z, outputs or 4), indexing 'ij' (x slowest)."""

@@ -74,10 +74,12 @@ def to_model_keys(state_dict: Mapping[str, torch.Tensor], target_keys: set[str])
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *,
-                     allow_missing: bool = False) -> None:
+                     allow_missing: bool = False, architecture: str = "the LRM architecture",
+                     fix: str = "check that the checkpoint and its config belong together (VFusion3D LRM)") -> None:
     """Raise ModelError naming every missing/unexpected key and every shape mismatch.
 
     ``allow_missing``: the model may have keys the checkpoint lacks (a model grown with new modules).
+    ``architecture`` / ``fix`` word the error for other models (TripoSR).
     """
     expected = model.state_dict()
     missing = [] if allow_missing else sorted(set(expected) - set(state_dict))
@@ -90,8 +92,7 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
             shown = ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
             problems.append(f"{label}: {shown}")
     if problems:
-        raise ModelError("the checkpoint does not match the LRM architecture; " + "; ".join(problems),
-                         fix="check that the checkpoint and its config belong together (VFusion3D LRM)")
+        raise ModelError(f"the checkpoint does not match {architecture}; " + "; ".join(problems), fix=fix)
 
 
 # -- config from a state dict -----------------------------------------------------------------

@@ -96,6 +96,11 @@ class LRM(nn.Module):
         return planes
 
     # -- planes -> fields ------------------------------------------------------------------
+    @staticmethod
+    def activate_density(raw: torch.Tensor) -> torch.Tensor:
+        """Raw density -> activated (softplus(raw - 1)), the scale of ``config.mesh_threshold``."""
+        return activate_density(raw)
+
     def query_raw(self, planes: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
         """planes (N, 3, C, H, W), points (N, P, 3) -> {'rgb': (N, P, 3), 'sigma': (N, P, 1) raw}, float32."""
         feats = sample_from_planes(planes, points.to(planes.device), self.config.box_warp)
