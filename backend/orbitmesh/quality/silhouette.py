@@ -6,16 +6,21 @@ is. Before meshing, :func:`carve_density`
 
 * carves: every point that projects outside the mask, dilated by ``dilate_fraction`` of the image
   width so mask noise survives, is pulled below the threshold (so nothing projects outside it);
-* fills: mask pixels whose ray the model's surface misses get a slab of density, centred on the
-  depth of the nearest covered pixel and about as thick as that pixel's object is, no thicker than
-  the missed part is wide (a lost pole comes back roughly round) and at least ``min_half_cells``
-  thick so the coarse marching cubes keeps it.
+* fills: mask pixels whose ray the model's surface misses get a slab of density along the ray,
+  centred on the depth range of the nearest covered pixel: as deep as that range next to the model's
+  outline (the rim it eroded, carried out sideways), no deeper than the missed part is wide farther
+  out (a lost pole comes back roughly round), and at least ``min_half_cells`` thick so the coarse
+  marching cubes keeps it. What the carve and the fill changed, and its neighbours, is then smoothed
+  (a 1-cell Gaussian): their pixel-sized steps would otherwise leave sub-cell lips, slits and wedges
+  that the coarse-to-fine marching cubes folds and the fast decimation pinches into non-manifold
+  edges (which sends it to its slow fallback).
 
 Both are written as a linear ramp in world units (``threshold + slope * signed distance``, taken by
 min for the carve and max for the fill), so marching cubes places the new surface on the mask's edge
 to a fraction of a cell instead of a voxel staircase. When the model's silhouette and the mask
 disagree grossly (IoU under ``min_iou``: a wrong mask, or an object the background removal cut
-apart) nothing is changed and a warning says so.
+apart) nothing is changed and a warning says so. Only samples near the mask's edge are visited, so
+the cost follows the object's outline more than the grid.
 
 Geometry: the grid is in the pipeline's output frame (:mod:`orbitmesh.pipeline.reconstruct`): (R, R, R)
 samples over the box, indexing 'ij' = (x, y, z), samples on the box corners. The source camera sits at
@@ -32,13 +37,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter
+from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter, maximum_filter
 
 from orbitmesh.errors import InputError
 from orbitmesh.mesh.field import Grid, check_field
 
-FILL_SMOOTH_PX = 1.5  # smoothing of the fill's depths over neighbouring pixels (coverage pixels)
-ZONE_PX = 2  # the fill also raises this many covered pixels around the missed ones, so the two join smoothly
+SLAB_SMOOTH_PX = 1.5  # the fill's slab depths are smoothed over this many neighbouring pixels (coverage pixels)
+CHANGE_SMOOTH_CELLS = 1.0  # what the carve and the fill changed is smoothed by a Gaussian of this many cells
 
 
 @dataclass
@@ -47,8 +52,9 @@ class CarveConfig:
     survives); ``ramp_cells``: the new surface's density ramp changes by the threshold's size over this many
     cells (steep enough to hold the edge, gentle enough for marching cubes to place it between samples);
     ``min_iou``: below this agreement between the model's silhouette and the mask, skip; ``fill``: also fill
-    mask pixels the model missed: within ``grow_cells`` of its surface by extending its rim sideways, farther
-    by slabs at least 2x ``min_half_cells`` thick (the coarse-to-fine marching cubes keeps them)."""
+    mask pixels the model missed, with slabs as deep as the nearest covered pixel's depth range within
+    ``grow_cells`` of the model's outline, no deeper than the missed part is wide farther out, and at least
+    2x ``min_half_cells`` thick (the coarse-to-fine marching cubes keeps them)."""
 
     dilate_fraction: float = 0.005
     ramp_cells: float = 2.0
@@ -156,38 +162,26 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
-def _fill_maps(covered: np.ndarray, front: np.ndarray, back: np.ndarray, mask_c: np.ndarray, *,
-               distance: float, focal: float, cell: float, min_half: float, grow: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Where and how to fill: the mask pixels the model missed plus a ``ZONE_PX`` band of covered pixels
-    around them (so the new surface joins the old one smoothly), each with a slab along its ray: centred on
-    the depth range of the nearest covered pixel (its own, for a covered one) and, within ``grow`` (world)
-    of it, as deep as that range (the model's rim filled out sideways); farther (a part the model lost)
-    no deeper than the part is wide, and at least ``min_half``. Returns (fill (C, C) bool: missed pixels,
-    zone (C, C) bool, centre (world y), half (world))."""
-    fill = mask_c & ~covered
-    if not fill.any() or not covered.any():
-        zero = np.zeros(fill.shape, np.float32)
-        return np.zeros_like(fill), np.zeros_like(fill), zero, zero
-    zone = binary_dilation(fill, iterations=ZONE_PX) & mask_c
+def _slabs(covered: np.ndarray, front: np.ndarray, back: np.ndarray, mask_c: np.ndarray, *, distance: float,
+           focal: float, cell: float, min_half: float, grow: float) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the fill's slab along its ray (world units): centred on the nearest covered pixel's
+    depth range; as deep as that range within ``grow`` of the model's outline, no deeper than the missed
+    part is wide farther out; at least ``min_half``. Returns (centre, half) (C, C) float32."""
     gap, (qy, qx) = distance_transform_edt(~covered, return_indices=True)
     f, b = front[qy, qx], back[qy, qx]
     centre = 0.5 * (f + b)
-    # a missed ray's slab reaches half a cell past its neighbour's range; a covered ray's stays a cell inside
-    # its own, so it adds no second sheet next to the surface that is there (decimation would pinch them)
-    half = 0.5 * (b - f) + np.where(covered, -cell, 0.5 * cell)
-    # neighbouring pixels may take their depth from different covered pixels: smooth over the zone
-    # (normalised convolution) so the new surface does not come out as a row of spikes
-    weight = gaussian_filter(zone.astype(np.float32), FILL_SMOOTH_PX)
-    for arr in (centre, half):
-        arr[zone] = (gaussian_filter(np.where(zone, arr, 0.0).astype(np.float32), FILL_SMOOTH_PX)[zone]
-                     / np.maximum(weight[zone], 1e-6))
-    size = covered.shape[0]
-    px = (centre + distance) / (focal * size)  # one coverage pixel at that depth, world
+    half = 0.5 * (b - f) + 0.5 * cell
+    px = (centre + distance) / (focal * covered.shape[0])  # one pixel at that depth, world
     width = distance_transform_edt(mask_c) * px  # to the mask's edge
-    lost = gap * px > grow
-    half = np.maximum(np.where(lost, np.minimum(half, width), half), min_half)
-    return fill, zone, centre.astype(np.float32), half.astype(np.float32)
+    half = np.where(gap * px <= grow, half, np.minimum(half, width))
+    # neighbouring pixels may take their depth from different covered pixels: smooth (normalised within
+    # the mask) so the new surface does not come out as a row of spikes
+    weight = gaussian_filter(mask_c.astype(np.float32), SLAB_SMOOTH_PX)
+    out = []
+    for arr in (centre, np.maximum(half, min_half)):
+        smooth = gaussian_filter(np.where(mask_c, arr, 0.0).astype(np.float32), SLAB_SMOOTH_PX)
+        out.append(np.where(mask_c, smooth / np.maximum(weight, 1e-6), arr).astype(np.float32))
+    return out[0], out[1]
 
 
 def _sample_pixels(image: torch.Tensor, x: np.ndarray, z: np.ndarray, depth: np.ndarray, focal: float) -> np.ndarray:
@@ -199,28 +193,22 @@ def _sample_pixels(image: torch.Tensor, x: np.ndarray, z: np.ndarray, depth: np.
     return (out[0] if out.shape[0] == 1 else out).numpy()
 
 
-def _fill_pockets(out: np.ndarray, inside: np.ndarray, value: float) -> int:
-    """Set every air sample enclosed by the object (6-connected air not reaching the object's bounding box
-    border) to ``value`` (just inside), in ``out`` and ``inside``; returns how many."""
-    from scipy.ndimage import label
+def _sd_lower_bound(sd: torch.Tensor, size: int) -> np.ndarray:
+    """(size, size): a lower bound of the (1, 1, S, S) signed distance over each cell of a size x size grid
+    (the nearest sample less the cell's size: the distance changes by at most one per pixel)."""
+    full = sd[0, 0].numpy()
+    idx = np.minimum(((np.arange(size) + 0.5) * full.shape[0] / size).astype(np.int64), full.shape[0] - 1)
+    return full[np.ix_(idx, idx)] - full.shape[0] / size
 
+
+def _bounding_box(occupied: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The slices of the smallest box holding every True sample of ``occupied``, grown by ``margin``."""
     box = []
-    for axis in range(3):
-        used = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
-        if len(used) == 0:
-            return 0
-        box.append(slice(max(int(used[0]) - 1, 0), min(int(used[-1]) + 2, inside.shape[axis])))
-    box = tuple(box)
-    labels, n = label(~inside[box])
-    if n <= 1:
-        return 0
-    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
-    outside = np.unique(np.concatenate([f.ravel() for f in faces]))
-    pocket = (labels > 0) & ~np.isin(labels, outside)
-    region = out[box]
-    region[pocket] = np.maximum(region[pocket], np.float32(value))
-    inside[box] |= pocket
-    return int(pocket.sum())
+    for axis in range(occupied.ndim):
+        used = np.flatnonzero(occupied.any(axis=tuple(a for a in range(occupied.ndim) if a != axis)))
+        lo, hi = (int(used[0]), int(used[-1])) if len(used) else (0, -1)
+        box.append(slice(max(lo - margin, 0), min(hi + margin + 1, occupied.shape[axis])))
+    return tuple(box)
 
 
 def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray, *, distance: float,
@@ -230,8 +218,8 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     input is not modified.
 
     Only samples above the threshold are carved (the rest are outside already, and the new surface's
-    crossings lie on edges from a kept sample to a carved one, whose ramp values place it), and only the
-    fill slabs are added, so the cost follows the object, not the grid."""
+    crossings lie on edges from a kept sample to a carved one, whose ramp values place it), and of those
+    only the ones near or outside the mask's edge."""
     config = config or CarveConfig()
     arr, grid = check_field(density, threshold, bbox)
     mask = np.asarray(mask, bool)
@@ -242,6 +230,7 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     c = min(s, r)  # coverage resolution: about one pixel per grid cell
     mask_c = mask_at(mask, c)
     inside = arr > threshold
+    n_inside = int(inside.sum())
     covered, front, back = _silhouette(inside, grid, distance, focal, c)
     iou_before = _iou(covered, mask_c)
     if not mask.any() or iou_before < config.min_iou:
@@ -258,62 +247,92 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     ax, ay, az = _axes(r, grid.lo, grid.hi)
     out = arr.copy()
 
-    # carve: every inside sample down to the ramp of the dilated mask's signed distance (world units); the
-    # per-slice factors come from tables, the per-sample work stays in float32
-    idx = np.flatnonzero(inside)
-    i = idx // (r * r)
-    j = idx // r - i * r
-    k = idx - (i * r + j) * r
+    # carve: every inside sample down to the ramp of the dilated mask's signed distance (world units). Only
+    # samples near or outside the mask's edge can be affected (deeper in, the ramp is above any density):
+    # those are picked slice by slice on the coverage grid, then carved one by one in float32.
     depth = ay + distance  # per slice
     ahead = depth > 1e-6  # slices at or behind the camera hold nothing of the object
     to_grid = np.where(ahead, 2.0 * focal / np.maximum(depth, 1e-6), 0.0).astype(np.float32)  # 2 (u - 0.5) / x
     to_ramp = (slope * depth / (focal * s)).astype(np.float32)  # density per pixel of signed distance
+    dilate_px = config.dilate_fraction * s
+    block_px = s / c  # mask pixels per coverage pixel
+    sd_c = _sd_lower_bound(sd, c)
+    reach = float(arr.max()) - threshold  # the most the ramp may need to take off
+    picked = []
+    for jj in np.flatnonzero(inside.any(axis=(0, 2))):
+        if ahead[jj]:
+            safe_px = reach / to_ramp[jj] - dilate_px + block_px + 1.0  # deeper than this in the mask: untouched
+            cols = np.clip(np.floor((0.5 + focal * ax / depth[jj]) * c), 0, c - 1).astype(np.int64)
+            rows = np.clip(np.floor((0.5 - focal * az / depth[jj]) * c), 0, c - 1).astype(np.int64)
+            near = (sd_c < safe_px)[np.ix_(rows, cols)].T & inside[:, jj, :]  # (i, k)
+        else:
+            near = inside[:, jj, :]
+        ii, kk = np.nonzero(near)
+        picked.append((ii * r + jj) * r + kk)
+    idx = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+    i = idx // (r * r)
+    j = idx // r - i * r
+    k = idx - (i * r + j) * r
     per_sample = to_grid[j]
     g = np.stack([ax.astype(np.float32)[i] * per_sample, -az.astype(np.float32)[k] * per_sample], -1)
     d_px = F.grid_sample(sd, torch.from_numpy(g).view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
                          align_corners=False).view(-1).numpy()
-    ramp = np.float32(threshold) + (d_px + np.float32(config.dilate_fraction * s)) * to_ramp[j]
+    ramp = np.float32(threshold) + (d_px + np.float32(dilate_px)) * to_ramp[j]
     ramp = np.where(ahead[j], np.maximum(ramp, np.float32(floor)), np.float32(floor))
     flat = out.reshape(-1)
-    new = np.minimum(flat[idx], ramp)
+    old = flat[idx]
+    new = np.minimum(old, ramp)
     flat[idx] = new
     removed = new <= threshold
     inside.reshape(-1)[idx[removed]] = False
+    touched = np.zeros(arr.shape, bool)  # samples the carve or the fill changed, smoothed at the end
+    touched.reshape(-1)[idx[new < old]] = True
 
-    # fill, slice by slice over the slabs' depth range: a smooth slab along each ray of the zone (inside the
-    # undilated mask, so under the carve's ramp), taken by max with what is there
-    fill, zone, centre, half = (_fill_maps(covered, front, back, mask_c, distance=distance, focal=focal,
-                                           cell=cell, min_half=config.min_half_cells * cell,
-                                           grow=config.grow_cells * cell)
-                                if config.fill else (np.zeros_like(mask_c),) * 2 + (None,) * 2)
-    added = 0
-    if fill.any():
-        slabs = torch.from_numpy(np.stack([centre, half]).astype(np.float32))[None]  # (1, 2, C, C)
-        y_lo, y_hi = float((centre - half)[zone].min()), float((centre + half)[zone].max())
+    # fill, slice by slice: every mask pixel the model misses gets a slab along its ray, centred on the depth
+    # range of the nearest covered pixel: as deep as that range next to the model's outline (its rim carried
+    # out sideways), no deeper than the missed part is wide farther out (a lost part). Looked up with the
+    # missed pixels grown by one (a voxel whose footprint touches one counts), inside the undilated mask (so
+    # under the carve's ramp), taken by max.
+    added, missed = 0, np.zeros_like(mask_c)
+    if config.fill and covered.any():
+        missed = mask_c & ~covered
+        centre, half = _slabs(covered, front, back, mask_c, distance=distance, focal=focal, cell=cell,
+                              min_half=config.min_half_cells * cell, grow=config.grow_cells * cell)
+        missed_near = binary_dilation(missed) & mask_c
+        slabs = torch.from_numpy(np.stack([centre, half]))[None]
+        if missed_near.any():
+            y_lo, y_hi = float((centre - half)[missed_near].min()), float((centre + half)[missed_near].max())
+        else:
+            y_lo, y_hi = 1.0, 0.0
         for jj in np.flatnonzero((ay >= y_lo - cell) & (ay <= y_hi + cell) & (ay + distance > 1e-6)):
             dj = ay[jj] + distance
             cols = np.clip(np.floor((0.5 + focal * ax / dj) * c), 0, c - 1).astype(np.int64)
             rows = np.clip(np.floor((0.5 - focal * az / dj) * c), 0, c - 1).astype(np.int64)
-            kk, ii = np.nonzero(zone[np.ix_(rows, cols)])
+            kk, ii = np.nonzero(missed_near[np.ix_(rows, cols)])
             if len(kk) == 0:
                 continue
-            c_ij, h_ij = _sample_pixels(slabs, ax[ii], az[kk], np.full(len(ii), dj), focal)  # smooth across pixels
-            t_in = h_ij - np.abs(ay[jj] - c_ij)
-            edge = _sample_pixels(sd, ax[ii], az[kk], np.full(len(ii), dj), focal) * dj / (focal * s)
-            value = (threshold + slope * np.minimum(t_in, edge)).astype(np.float32)
+            depth_j = np.full(len(ii), dj)
+            edge = _sample_pixels(sd, ax[ii], az[kk], depth_j, focal) * dj / (focal * s)
+            c_ij, h_ij = _sample_pixels(slabs, ax[ii], az[kk], depth_j, focal)
+            value = (threshold + slope * np.minimum(h_ij - np.abs(ay[jj] - c_ij), edge)).astype(np.float32)
             up = value > out[ii, jj, kk]
             out[ii[up], jj, kk[up]] = value[up]
-            now = value[up] > threshold
-            added += int((now & ~inside[ii[up], jj, kk[up]]).sum())
-            inside[ii[up][now], jj, kk[up][now]] = True
-        # the new surface can close off dents of the old one into pockets of air inside the object: fill
-        # them (marching cubes would make tiny inner shells that decimation pinches into non-manifold edges)
-        added += _fill_pockets(out, inside, threshold + 0.05 * scale)
-    n_before = max(len(idx), 1)
+            touched[ii[up], jj, kk[up]] = True
+    if touched.any():
+        # smooth what the carve and the fill changed, and its neighbours: no sub-voxel lip, slit or wedge is
+        # left for the coarse-to-fine marching cubes and the decimation to fold into non-manifold edges
+        box = _bounding_box(touched, margin=3)
+        region = out[box]
+        near = maximum_filter(touched[box], size=3)
+        region[near] = gaussian_filter(region, CHANGE_SMOOTH_CELLS)[near]
+        now = region > threshold
+        added += int((now & ~inside[box]).sum())
+        inside[box] = now
     if not inside.any():
         return CarveResult(arr, True, iou_before, iou_before, coverage_size=c,
                            warnings=["silhouette carving skipped: it would have removed the whole object"])
     covered_after, _, _ = _silhouette(inside, grid, distance, focal, c)
+    n_before = max(n_inside, 1)
     return CarveResult(out, False, iou_before, _iou(covered_after, mask_c),
                        removed_fraction=float(removed.sum()) / n_before, added_fraction=added / n_before,
-                       filled_pixels=int(fill.sum()), coverage_size=c)
+                       filled_pixels=int(missed.sum()), coverage_size=c)
