@@ -283,14 +283,13 @@ class ORBITMESH_OT_cancel(bpy.types.Operator):
 
 
 CLASSES = (ORBITMESH_OT_generate, ORBITMESH_OT_cancel)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
 
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
     session.request_cancel()  # no job may outlive the add-on
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -106,13 +106,4 @@ class ORBITMESH_OT_remove_job(bpy.types.Operator):
 
 
 CLASSES = (ORBITMESH_OT_reimport, ORBITMESH_OT_open_folder, ORBITMESH_OT_regenerate, ORBITMESH_OT_remove_job)
-
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -138,14 +138,13 @@ class ORBITMESH_OT_stop_server(bpy.types.Operator):
 
 
 CLASSES = (ORBITMESH_OT_refresh_status, ORBITMESH_OT_start_server, ORBITMESH_OT_stop_server)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
 
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
     session.stop_server()  # no server outlives the add-on that started it
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

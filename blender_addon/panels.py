@@ -189,21 +189,20 @@ class VIEW3D_PT_orbitmesh_jobs(bpy.types.Panel):
 
 
 CLASSES = (VIEW3D_PT_orbitmesh, VIEW3D_PT_orbitmesh_jobs)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
 
 
 def register() -> None:
     import bpy.utils.previews
 
     _PREVIEWS["coll"] = bpy.utils.previews.new()
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
     import bpy.utils.previews
 
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
     coll = _PREVIEWS.pop("coll", None)
     if coll is not None:
         bpy.utils.previews.remove(coll)

@@ -114,11 +114,11 @@ class OrbitMeshState(bpy.types.PropertyGroup):
 
 
 CLASSES = (OrbitMeshSettings, OrbitMeshState)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
 
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.orbitmesh = PointerProperty(type=OrbitMeshSettings)
     bpy.types.WindowManager.orbitmesh_state = PointerProperty(type=OrbitMeshState)
 
@@ -126,5 +126,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.WindowManager.orbitmesh_state
     del bpy.types.Scene.orbitmesh
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

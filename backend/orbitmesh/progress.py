@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from orbitmesh.errors import JobCancelled
-from orbitmesh.pipeline.modes import overall_progress
 
 
 class ProgressCallback(Protocol):
@@ -50,12 +49,15 @@ class ProgressTracker:
     listener: Callable[[ProgressEvent], None] | None = None
     latest: ProgressEvent | None = None
     stages: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _stage_start: dict = field(default_factory=dict)
 
-    def plan(self, stages: Sequence[str]) -> None:
-        """The job's stages in order (the orchestrator calls this before the first stage)."""
+    def plan(self, stages: Sequence[str], weights: Sequence[float] | None = None) -> None:
+        """The job's stages in order and their progress weights (default 1 each); the orchestrator calls this
+        before the first stage with the weights of :mod:`orbitmesh.pipeline.modes`."""
         self.stages = list(stages)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.stages)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -72,9 +74,20 @@ class ProgressTracker:
             rate = (now - start[0]) / (step - start[1])
             eta = max(0.0, rate * (total - step))
         done = max(self.latest.progress if self.latest else 0.0,
-                   overall_progress(self.stages, stage, step, total))
+                   weighted_progress(self.stages, self.weights, stage, step, total))
         self.latest = ProgressEvent(stage, step, total, message, now, eta, done)
         if self.listener is not None:
             self.listener(self.latest)
         if self._cancel.is_set():
             raise JobCancelled()
+
+
+def weighted_progress(stages: Sequence[str], weights: Sequence[float], stage: str, step: int, total: int) -> float:
+    """0..1 over ``stages`` (each with its weight) at ``step``/``total`` of ``stage``; below 1 until the job is
+    done. A stage not in the list gives 0."""
+    if stage not in stages:
+        return 0.0
+    index = list(stages).index(stage)
+    frac = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    done = sum(weights[:index]) + weights[index] * frac
+    return round(min(done / sum(weights), 0.999), 4)

@@ -401,3 +401,14 @@ def test_render_is_differentiable_in_the_planes():
     assert 0 < float(out["opacity"][0, 0].detach()) <= 1
     out["rgb"][0, 0].sum().backward()
     assert planes.grad is not None and float(planes.grad.abs().sum()) > 0
+
+
+def test_input_camera_is_the_references_azimuth_zero_camera():
+    """Carving and input texturing project through the model's input camera: for TripoSR the reference's
+    azimuth-0 orbit camera (distance 1.9, fovy 40), not the LRM's (1.0, focal 0.75)."""
+    import math
+
+    from orbitmesh.pipeline.input_view import source_camera_params
+
+    distance, focal = source_camera_params(tiny())
+    assert distance == 1.9 and focal == pytest.approx(0.5 / math.tan(math.radians(20.0)))

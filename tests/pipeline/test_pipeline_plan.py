@@ -65,7 +65,7 @@ def test_plan_check_names_the_missing_field(tmp_path, cpu_settings):
 def test_tracker_progress_is_weighted_and_monotone():
     stages = modes.stage_names("fast")
     tracker = ProgressTracker()
-    tracker.plan(stages)
+    tracker.plan(stages, modes.stage_weights(stages))  # as the orchestrator does
     seen = []
     for stage in stages:
         for step in range(5):

@@ -45,10 +45,12 @@ def model_border(config: Any, preprocess) -> float:
     """The border the model's input image was framed with: the preprocessing's, or, for a model with its
     own framing (TripoSR: ``config.foreground_ratio`` on ``config.background_grey``, see
     :func:`orbitmesh.pipeline.reconstruct.model_input`), 1 - its foreground ratio."""
-    ratio, grey = getattr(config, "foreground_ratio", None), getattr(config, "background_grey", None)
-    if ratio is None or grey is None or preprocess.cutout is None:
+    from orbitmesh.pipeline.reconstruct import own_framing
+
+    framing = own_framing(config)
+    if framing is None or preprocess.cutout is None:
         return float(preprocess.border_ratio)
-    return 1.0 - float(ratio)
+    return 1.0 - framing[0]
 
 
 def photo_size(preprocess, texture_size: int, border: float | None = None) -> int:

@@ -71,13 +71,13 @@ def stage_names(mode: str, *, prompt: bool = False) -> list[str]:
     return ([TEXT_TO_IMAGE] if prompt else []) + list(MODES[mode].stages)
 
 
+def stage_weights(stages: list[str]) -> list[float]:
+    """The progress weight of each stage (an unknown stage weighs 1)."""
+    return [STAGES[s].weight if s in STAGES else 1.0 for s in stages]
+
+
 def overall_progress(stages: list[str], stage: str, step: int, total: int) -> float:
-    """0..1 over ``stages`` (each weighted by :data:`STAGES`) at ``step``/``total`` of ``stage``; below 1
-    until the job is done. An unknown stage weighs 1; a stage not in the list gives 0."""
-    if stage not in stages:
-        return 0.0
-    weights = [STAGES[s].weight if s in STAGES else 1.0 for s in stages]
-    index = stages.index(stage)
-    frac = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
-    done = sum(weights[:index]) + weights[index] * frac
-    return round(min(done / sum(weights), 0.999), 4)
+    """0..1 over ``stages`` weighted by :data:`STAGES` (:func:`orbitmesh.progress.weighted_progress`)."""
+    from orbitmesh.progress import weighted_progress
+
+    return weighted_progress(stages, stage_weights(stages), stage, step, total)

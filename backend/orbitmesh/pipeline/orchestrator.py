@@ -18,6 +18,7 @@ from typing import Any, Protocol, Sequence, Union
 
 from orbitmesh.errors import JobCancelled, OrbitMeshError
 from orbitmesh.jobs import JobFolder
+from orbitmesh.pipeline import modes
 from orbitmesh.pipeline.state import PipelineState
 from orbitmesh.progress import ProgressCallback, null_progress
 
@@ -83,7 +84,7 @@ class Orchestrator:
         timings: list[StageTiming] = []
         names = [s.name for s in self.stages]
         if callable(getattr(progress, "plan", None)):
-            progress.plan(names)  # the tracker weighs overall progress over these stages
+            progress.plan(names, modes.stage_weights(names))  # the tracker's overall progress
         job.update(status="running", started=time.time(), stages=names)
         current = None
         try:

@@ -99,16 +99,22 @@ class LRMStage:
                             "compute_dtype": str(self.compute_dtype), "notes": notes})
 
 
+def own_framing(config) -> tuple[float, float] | None:
+    """(foreground ratio, background grey) of a model that frames its input itself (TripoSR), else None."""
+    ratio, grey = getattr(config, "foreground_ratio", None), getattr(config, "background_grey", None)
+    return None if ratio is None or grey is None else (float(ratio), float(grey))
+
+
 def model_input(config, ctx: StageContext):
     """The PIL RGB image the model sees: the preprocessed composite on white, or, for a model with its own
     framing (``config.foreground_ratio`` / ``config.background_grey``), the object recentred at
     ``config.input_size`` from the cut-out at source resolution and composited on that grey."""
     from orbitmesh.imaging.recentre import composite_on, object_bbox, recentre
 
-    ratio, grey = getattr(config, "foreground_ratio", None), getattr(config, "background_grey", None)
-    pre = ctx.state.preprocess
-    if ratio is None or grey is None or pre is None or getattr(pre, "cutout", None) is None:
+    framing, pre = own_framing(config), ctx.state.preprocess
+    if framing is None or pre is None or getattr(pre, "cutout", None) is None:
         return ctx.state.image
+    ratio, grey = framing
     cutout = pre.cutout
     bbox = object_bbox(np.asarray(cutout.getchannel("A"), np.float32) / 255.0)
     if bbox is None:

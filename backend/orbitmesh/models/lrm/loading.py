@@ -237,6 +237,15 @@ def load_into(config: LRMConfig, state_dict: Mapping[str, torch.Tensor], *, dtyp
     model = build(config, meta=True)
     sd = to_model_keys(state_dict, set(model.state_dict()))
     check_state_dict(model, sd)
+    return assign_state_dict(model, sd, dtype=dtype, device=device, mapping="the checkpoint mapping")
+
+
+def assign_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], *, dtype=None, device=None,
+                      mapping: str) -> torch.nn.Module:
+    """Load a checked ``sd`` into a meta-device ``model`` (strict, by assignment), then dtype/device, eval mode.
+
+    ``mapping`` names the key mapping a parameter left on the meta device would be a bug in.
+    """
     model.load_state_dict(sd, strict=True, assign=True)
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
@@ -245,7 +254,7 @@ def load_into(config: LRMConfig, state_dict: Mapping[str, torch.Tensor], *, dtyp
             t.data = t.data.clone(memory_format=torch.contiguous_format)
     stray = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if stray:
-        raise ModelError(f"parameters left unloaded: {stray[:5]}", fix="this is a bug in the checkpoint mapping")
+        raise ModelError(f"parameters left unloaded: {stray[:5]}", fix=f"this is a bug in {mapping}")
     model = model.float() if dtype is None else model.to(dtype)
     if device is not None:
         model = model.to(device)

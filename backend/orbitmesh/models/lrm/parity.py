@@ -76,11 +76,14 @@ def run_fixture(path: str | os.PathLike) -> dict[str, float]:
     """Max abs error of our output per ``out.*`` tensor of the fixture (missing outputs: inf)."""
     tensors, meta = load_fixture(path)
     model = model_from_fixture(tensors, meta)
-    ours = compute_outputs(model, tensors, meta)
+    return output_errors(tensors, compute_outputs(model, tensors, meta))
+
+
+def output_errors(tensors: dict, ours: dict) -> dict[str, float]:
+    """{out.name: max abs error of ``ours`` against the fixture's tensor} (missing or mis-shaped: inf)."""
     errors = {}
     for name in sorted(k for k in tensors if k.startswith("out.")):
-        ref = tensors[name]
-        mine = ours.get(name)
+        ref, mine = tensors[name], ours.get(name)
         if mine is None or tuple(mine.shape) != tuple(ref.shape):
             errors[name] = float("inf")
         else:

@@ -14,6 +14,7 @@ optional): ``image_tokenizer.vit_config`` / ``pos_interpolation``, ``isosurface_
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -39,6 +40,8 @@ ACTIVATIONS = ("none", "exp", "sigmoid", "tanh", "softplus", "trunc_exp")
 MODEL_TYPE = "orbitmesh-triposr"  # config.json marker of our save_pretrained folders
 # Model folder layouts: the released one (hub stabilityai/TripoSR) and our save_pretrained one.
 RELEASED_CONFIG, RELEASED_WEIGHTS = "config.yaml", "model.ckpt"
+# The reference's orbit cameras (tsr/utils.get_spherical_cameras as run.py uses them); azimuth 0 is the input view.
+SOURCE_DISTANCE, SOURCE_FOVY_DEG = 1.9, 40.0
 OUR_CONFIG, OUR_WEIGHTS = "config.json", "model.safetensors"
 
 
@@ -185,6 +188,16 @@ class TripoSRConfig:
     @property
     def mesh_threshold(self) -> float:
         return float(self.isosurface_threshold)
+
+    @property
+    def source_camera_distance(self) -> float:
+        """The input view's camera distance: the reference's azimuth-0 orbit camera."""
+        return SOURCE_DISTANCE
+
+    @property
+    def source_focal(self) -> float:
+        """The input view's focal length normalised by the image size: 0.5 / tan(fovy / 2)."""
+        return 0.5 / math.tan(math.radians(SOURCE_FOVY_DEG) / 2)
 
     # -- checks --------------------------------------------------------------------------------------
     def validate(self) -> None:

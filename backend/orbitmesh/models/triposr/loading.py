@@ -25,7 +25,7 @@ import torch
 
 from orbitmesh import atomic
 from orbitmesh.errors import ModelError
-from orbitmesh.models.lrm.loading import check_state_dict, strip_prefix
+from orbitmesh.models.lrm.loading import assign_state_dict, check_state_dict, strip_prefix
 from orbitmesh.models.triposr.config import (
     MODEL_TYPE,
     OUR_CONFIG,
@@ -101,18 +101,7 @@ def load_into(config: TripoSRConfig, state_dict: Mapping[str, torch.Tensor], *, 
     expected = model.state_dict()
     sd = map_vit_keys(strip_prefix(state_dict), vit_key_style(expected))
     check_state_dict(model, sd, architecture="the TripoSR architecture", fix=_FIX)
-    model.load_state_dict(sd, strict=True, assign=True)
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            # Own, aligned memory (tensors read from a file may sit at any offset; CPU GEMMs then round differently).
-            t.data = t.data.clone(memory_format=torch.contiguous_format)
-    stray = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if stray:
-        raise ModelError(f"parameters left unloaded: {stray[:5]}", fix="this is a bug in the TripoSR key mapping")
-    model = model.float() if dtype is None else model.to(dtype)
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+    return assign_state_dict(model, sd, dtype=dtype, device=device, mapping="the TripoSR key mapping")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

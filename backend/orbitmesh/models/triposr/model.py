@@ -26,7 +26,7 @@ from orbitmesh.errors import ModelError
 from orbitmesh.models.lrm.grid import GridTables
 from orbitmesh.models.triposr.activations import get_activation
 from orbitmesh.models.triposr.backbone import Transformer1D
-from orbitmesh.models.triposr.config import TripoSRConfig
+from orbitmesh.models.triposr.config import SOURCE_DISTANCE, SOURCE_FOVY_DEG, TripoSRConfig
 from orbitmesh.models.triposr.encoder import ImageTokenizer, resolve_vit_config
 from orbitmesh.models.triposr.renderer import render_rays, spherical_rays
 from orbitmesh.models.triposr.triplane import (
@@ -162,8 +162,9 @@ class TripoSR(nn.Module):
         return {"rgb": out["rgb"].reshape(n, *shape, 3), "opacity": out["opacity"].reshape(n, *shape),
                 "depth": out["depth"].reshape(n, *shape)}
 
-    def render(self, planes: torch.Tensor, n_views: int, *, elevation_deg: float = 0.0, camera_distance: float = 1.9,
-               fovy_deg: float = 40.0, size: int = 256) -> torch.Tensor:
+    def render(self, planes: torch.Tensor, n_views: int, *, elevation_deg: float = 0.0,
+               camera_distance: float = SOURCE_DISTANCE, fovy_deg: float = SOURCE_FOVY_DEG,
+               size: int = 256) -> torch.Tensor:
         """The reference's orbit renders: (N, V, size, size, 3) RGB on white (azimuth 0 = the input view)."""
         rays_o, rays_d = spherical_rays(n_views, elevation_deg, camera_distance, fovy_deg, size, size)
         n = planes.shape[0]

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from orbitmesh.errors import InputError
-from orbitmesh.models.lrm.parity import load_fixture
+from orbitmesh.models.lrm.parity import load_fixture, output_errors
 
 
 def is_fixture(meta: Mapping[str, str]) -> bool:
@@ -64,12 +64,4 @@ def run_fixture(path: str | os.PathLike) -> dict[str, float]:
     """Max abs error of our output per ``out.*`` tensor of the fixture (missing or mis-shaped outputs: inf)."""
     tensors, meta = load_fixture(path)
     model = model_from_fixture(tensors, meta)
-    ours = compute_outputs(model, tensors, meta)
-    errors = {}
-    for name in sorted(k for k in tensors if k.startswith("out.")):
-        ref, mine = tensors[name], ours.get(name)
-        if mine is None or tuple(mine.shape) != tuple(ref.shape):
-            errors[name] = float("inf")
-        else:
-            errors[name] = float((mine.float() - ref.float()).abs().max())
-    return errors
+    return output_errors(tensors, compute_outputs(model, tensors, meta))

@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from orbitmesh.models.triposr.config import SOURCE_DISTANCE, SOURCE_FOVY_DEG
+
 # query(points (N, P, 3) world) -> (density (N, P, 1) activated, colour (N, P, 3))
 FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -95,7 +97,8 @@ def spherical_cameras(n_views: int, elevation_deg: float, camera_distance: float
     return c2w
 
 
-def spherical_rays(n_views: int, elevation_deg: float = 0.0, camera_distance: float = 1.9, fovy_deg: float = 40.0,
+def spherical_rays(n_views: int, elevation_deg: float = 0.0, camera_distance: float = SOURCE_DISTANCE,
+                   fovy_deg: float = SOURCE_FOVY_DEG,
                    height: int = 256, width: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's ``get_spherical_cameras``: rays_o, rays_d (V, H, W, 3), unit directions."""
     c2w = spherical_cameras(n_views, elevation_deg, camera_distance)
