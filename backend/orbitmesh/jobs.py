@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from orbitmesh import __version__, atomic
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL = ("done", "failed", "cancelled")  # a job in one of these never changes again
 JOB_FILE = "job.json"
+# The retry rule, for the server, batches and worker pools alike: a job that was interrupted through no fault of
+# its own (a crash or kill of the server, a worker that died) runs again, at most this many runs in all.
+MAX_ATTEMPTS = 2
 
 
 def slugify(text: str, max_len: int = 40) -> str:
@@ -62,7 +66,11 @@ class JobFolder:
             "settings": settings or {}, "versions": versions(), "timings": {}, "artefacts": [],
             "error": None, "worker_pid": os.getpid(),
         })
-        job.save()
+        try:
+            job.save()
+        except OSError:  # a full or read-only disk: no folder without its job.json
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         return job
 
     @classmethod

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from orbitmesh.errors import JobCancelled
+from orbitmesh.errors import JobCancelled, JobInterrupted
 
 
 class ProgressCallback(Protocol):
@@ -51,6 +51,7 @@ class ProgressTracker:
     stages: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     _cancel: threading.Event = field(default_factory=threading.Event)
+    _cancel_error: JobCancelled | None = None
     _stage_start: dict = field(default_factory=dict)
 
     def plan(self, stages: Sequence[str], weights: Sequence[float] | None = None) -> None:
@@ -59,8 +60,17 @@ class ProgressTracker:
         self.stages = list(stages)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.stages)
 
-    def cancel(self) -> None:
+    def cancel(self, error: JobCancelled | None = None) -> None:
+        """Stop the job at its next progress step with ``error`` (default: cancelled by the user; a stopping
+        server passes JobInterrupted so the job stays queued)."""
+        if not self._cancel.is_set():
+            self._cancel_error = error
         self._cancel.set()
+
+    @property
+    def interrupted(self) -> bool:
+        """Cancelled because the server stops (the job is queued again), not by the user."""
+        return isinstance(self._cancel_error, JobInterrupted)
 
     @property
     def cancelled(self) -> bool:
@@ -78,8 +88,14 @@ class ProgressTracker:
         self.latest = ProgressEvent(stage, step, total, message, now, eta, done)
         if self.listener is not None:
             self.listener(self.latest)
+        self.raise_if_cancelled()
+
+    def raise_if_cancelled(self) -> bool:
+        """Raise the cancel's error (JobCancelled, or JobInterrupted from a stopping server); False otherwise."""
         if self._cancel.is_set():
-            raise JobCancelled()
+            error = self._cancel_error
+            raise type(error)(error.message) if error is not None else JobCancelled()
+        return False
 
 
 def weighted_progress(stages: Sequence[str], weights: Sequence[float], stage: str, step: int, total: int) -> float:

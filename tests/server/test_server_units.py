@@ -1,8 +1,7 @@
-"""Server parts that need no pipeline: the multipart parser, bind/token/path checks, restart recovery."""
+"""Server parts that need no pipeline: forms and body limits, bind/token/path checks, restart recovery."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -18,7 +17,6 @@ from orbitmesh.jobs import JobFolder
 from orbitmesh.server import security
 from orbitmesh.server.api_errors import ApiError
 from orbitmesh.server.app import ServerConfig, make_server
-from orbitmesh.server.multipart import parse_form, read_body
 from orbitmesh.server.uploads import validate_image
 
 CT = "multipart/form-data; boundary=XyZ"
@@ -38,42 +36,6 @@ def field(name: str, data: bytes, filename: str | None = None) -> bytes:
 def png(png_bytes):
     """png(size=(32, 32)) -> a PNG of one colour."""
     return lambda size=(32, 32): png_bytes(Image.new("RGB", size, (200, 30, 30)))
-
-
-def test_multipart_parses_fields_and_keeps_binary_data_exact():
-    data = bytes(range(256)) * 3 + b"\r\n--XyZ-not-a-delimiter\r\n"
-    parts = parse_form(b"preamble\r\n" + form(field("image", data, "a b.png"), field("settings", b"{}")), CT,
-                       allowed=("image", "settings"))
-    assert parts["image"].data == data and parts["image"].filename == "a b.png"
-    assert parts["settings"].data == b"{}" and parts["settings"].filename is None
-
-
-@pytest.mark.parametrize("body, content_type, code", [
-    (form(field("image", b"x"), close=False), CT, "malformed_multipart"),  # truncated: no closing delimiter
-    (form(field("file", b"x")), CT, "unknown_field"),
-    (form(field("image", b"x"), field("image", b"y")), CT, "duplicate_field"),
-    (form(b"Content-Type: text/plain\r\n\r\nx"), CT, "malformed_multipart"),  # no Content-Disposition
-    (form(field("image", b"x")), "multipart/form-data", "malformed_multipart"),  # no boundary
-    (b"garbage without delimiters", CT, "malformed_multipart"),
-])
-def test_multipart_rejects_malformed_bodies(body, content_type, code):
-    with pytest.raises(ApiError) as err:
-        parse_form(body, content_type, allowed=("image", "settings"))
-    assert err.value.status == 400 and err.value.code == code and err.value.fix
-
-
-def test_read_body_enforces_the_limit_before_reading():
-    stream = io.BytesIO(b"a" * 100)
-    with pytest.raises(ApiError) as err:
-        read_body(stream, {"Content-Length": "100"}, limit=50)
-    assert err.value.status == 413 and "limit" in err.value.message
-    with pytest.raises(ApiError) as err:
-        read_body(io.BytesIO(b"abc"), {"Content-Length": "10"}, limit=50)  # body shorter than announced
-    assert err.value.status == 400
-    with pytest.raises(ApiError) as err:
-        read_body(io.BytesIO(b"abc"), {"Transfer-Encoding": "chunked"}, limit=50)
-    assert err.value.status == 411
-    assert read_body(io.BytesIO(b"abcdef"), {"Content-Length": "4"}, limit=50) == b"abcd"
 
 
 def test_validate_image_decodes_and_rejects_bad_images(png, png_bytes):
@@ -134,31 +96,124 @@ def make(tmp_path, cpu_settings, start_server):
         server.close()
 
 
-def test_restart_lists_old_jobs_and_fails_interrupted_ones(tmp_path, make, http_request):
+def recording_runner(seen: list):
+    """A runner that records which job it ran (the job folder's name) and writes a one-line GLB."""
+    def run(request, settings, tracker):
+        from orbitmesh.jobs import JobFolder
+        from orbitmesh.pipeline.request import GenerateResult
+
+        seen.append(settings.output_dir.parent.name)
+        tracker("lrm", 1, 1, "ran")
+        job = JobFolder.create(settings.output_dir, "run")
+        glb = job.write_bytes("model.glb", b"glTF")
+        job.update(status="done")
+        return GenerateResult(job_dir=job.path, glb_path=glb, request=request, model="recorded")
+
+    return run
+
+
+def test_restart_queues_unfinished_jobs_again_in_order(tmp_path, cpu_settings, start_server, http_request, png):
     root = tmp_path / "jobs"
+    queued = JobFolder.create(root, "lamp", settings={"seed": 2, "prompt": "a lamp"})
+    queued.update(server=True, created=2.0)
     running = JobFolder.create(root, "chair", settings={"seed": 1})
-    running.update(server=True, status="running", started=1.0)
-    queued = JobFolder.create(root, "lamp")
-    queued.update(server=True)
+    running.write_bytes("upload.png", png())
+    running.update(server=True, status="running", started=1.0, created=1.0, attempts=1, input="upload.png")
+    (running.path / "run" / "partial").mkdir(parents=True)  # an interrupted attempt's files
+    twice = JobFolder.create(root, "vase", settings={"seed": 3, "prompt": "a vase"})
+    twice.update(server=True, status="running", created=0.5, attempts=2)
+    inner = JobFolder.create(twice.path / "run", "vase")
+    inner.update(status="running")
     done = JobFolder.create(root, "cli job")  # written by `orbitmesh generate`: listed as it is
     done.write_bytes("model.glb", b"glTF")
     done.update(status="done")
     (root / "not-a-job").mkdir()
+    seen: list = []
+    server = start_server(cpu_settings(tmp_path), ServerConfig(port=0), runner=recording_runner(seen))
+    try:
+        jobs = {job_id: _wait_finished(http_request, server.url, job_id)
+                for job_id in (running.id, queued.id, twice.id)}
+        assert seen == [running.id, queued.id]  # the interrupted job first (it was older), then the queued one
+        for job in (running, queued):
+            assert jobs[job.id]["status"] == "done" and "model.glb" in jobs[job.id]["files"]
+            assert json.loads((job.path / "job.json").read_text())["status"] == "done"  # persisted
+        assert not (running.path / "run" / "partial").exists()  # the partial files were replaced
+        assert jobs[twice.id]["status"] == "failed" and "interrupted twice" in jobs[twice.id]["error"]["message"]
+        assert json.loads((inner.path / "job.json").read_text())["status"] == "failed"  # inner record too
+        status, listing, _ = http_request(server.url, "GET", "/jobs")
+        by_id = {j["id"]: j for j in listing["jobs"]}
+        assert status == 200 and set(by_id) == {running.id, queued.id, done.id, twice.id}
+        assert by_id[done.id]["status"] == "done" and by_id[done.id]["files"] == ["model.glb"]
+        status, data, _ = http_request(server.url, "GET", f"/jobs/{done.id}/files/model.glb")
+        assert status == 200 and data == b"glTF"
+        status, err, _ = http_request(server.url, "POST", f"/jobs/{twice.id}/cancel")
+        assert status == 409 and err["error"] == "already_finished"
+        status, err, _ = http_request(server.url, "GET", "/jobs/no-such-job")
+        assert status == 404 and set(err) == {"error", "message", "fix"}
+    finally:
+        server.close()
+
+
+def _raw(url: str, request: bytes, timeout: float = 10) -> tuple[int, dict | bytes]:
+    """Send raw bytes; read one answer (its headers, then Content-Length bytes or until the server closes)."""
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while (length is None or len(body) < int(length[1])) and (chunk := sock.recv(65536)):
+            body += chunk
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body) if b"application/json" in head.lower() else body
+
+
+@pytest.mark.parametrize("body, content_type, code", [
+    (form(field("image", b"x"), close=False), CT, "malformed_multipart"),  # truncated: no closing delimiter
+    (form(field("file", b"x", "a.png")), CT, "unknown_field"),
+    (form(field("image", b"x", "a.png"), field("image", b"y", "b.png")), CT, "duplicate_field"),
+    (form(field("settings", b"{}")), CT, "missing_field"),
+    (form(field("image", b"x", "a.png")), "multipart/form-data", "malformed_multipart"),  # no boundary
+    (b"garbage without delimiters", CT, "malformed_multipart"),
+])
+def test_malformed_forms_are_400_naming_the_problem(make, http_request, body, content_type, code):
     server = make()
-    status, listing, _ = http_request(server.url, "GET", "/jobs")
-    by_id = {j["id"]: j for j in listing["jobs"]}
-    assert status == 200 and set(by_id) == {running.id, queued.id, done.id}
-    for job in (running, queued):
-        assert by_id[job.id]["status"] == "failed"
-        assert by_id[job.id]["error"]["message"] == "server stopped before the job finished"
-        assert json.loads((job.path / "job.json").read_text())["status"] == "failed"  # persisted
-    assert by_id[done.id]["status"] == "done" and by_id[done.id]["files"] == ["model.glb"]
-    status, data, _ = http_request(server.url, "GET", f"/jobs/{done.id}/files/model.glb")
-    assert status == 200 and data == b"glTF"
-    status, err, _ = http_request(server.url, "POST", f"/jobs/{running.id}/cancel")
-    assert status == 409 and err["error"] == "already_finished"
-    status, err, _ = http_request(server.url, "GET", "/jobs/no-such-job")
-    assert status == 404 and set(err) == {"error", "message", "fix"}
+    status, err, _ = http_request(server.url, "POST", "/jobs", {"Content-Type": content_type}, body)
+    assert (status, err["error"]) == (400, code) and err["fix"]
+
+
+def test_form_keeps_binary_data_exact_and_bodies_are_bounded(tmp_path, cpu_settings, start_server, http_request,
+                                                              png):
+    image = png((48, 40))
+    seen: list = []
+    server = start_server(cpu_settings(tmp_path), ServerConfig(port=0, max_upload_bytes=4096),
+                          runner=recording_runner(seen))
+    try:
+        body = form(field("image", image, "a b.png"), field("settings", b'{"seed": 7}'))
+        status, job, _ = http_request(server.url, "POST", "/jobs", {"Content-Type": CT}, body)
+        assert status == 202
+        job = _wait_finished(http_request, server.url, job["id"])
+        assert job["settings"]["seed"] == 7 and job["name"] == "a b"
+        status, data, _ = http_request(server.url, "GET", f"/jobs/{job['id']}/files/upload.png")
+        assert data == image  # byte for byte
+        # Over the limit: 413 from Content-Length (the body is read and dropped, so the client gets the answer).
+        big = form(field("image", b"\x89PNG" + b"\0" * 8000, "big.png"))
+        status, err, _ = http_request(server.url, "POST", "/jobs", {"Content-Type": CT}, big)
+        assert status == 413 and err["error"] == "payload_too_large" and "--max-upload-mb" in err["fix"]
+        # Chunked (no Content-Length) is counted as it arrives.
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (big[:3000], big[3000:])) + b"0\r\n\r\n"
+        status, err = _raw(server.url, b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + CT.encode()
+                           + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+        assert status == 413 and err["error"] == "payload_too_large"
+        status, err = _raw(server.url, b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + CT.encode()
+                           + b"\r\nContent-Length: 12x\r\n\r\nabc")
+        assert status == 400  # h11 refuses a malformed Content-Length before the app
+    finally:
+        server.close()
 
 
 def test_token_and_origin_checks(make, http_request):
@@ -228,7 +283,7 @@ def test_a_taken_port_or_jobs_folder_is_a_clear_error(tmp_path, make, cpu_settin
     server = make()
     settings = cpu_settings(tmp_path)
     with pytest.raises(InputError, match="cannot listen") as err:
-        make_server(settings, ServerConfig(port=server.server_address[1]), runner=never_run)
+        make_server(settings, ServerConfig(port=server.socket.getsockname()[1]), runner=never_run)
     assert "--port" in err.value.fix
     # Another server on the same jobs folder would mark this one's running jobs failed: refused.
     with pytest.raises(InputError, match="another orbitmesh serve is using the jobs folder"):
@@ -309,3 +364,16 @@ def test_commercial_only_refuses_before_any_job_and_reaches_the_run(tmp_path, cp
             assert seen[-1].commercial_only is False
     finally:
         server.close()
+
+
+def test_serve_ray_flags_are_checked_before_anything_starts(tmp_path):
+    """--workers needs --ray; --ray without Ray installed names the install command (Ray blocked here)."""
+    out = ["--output-dir", str(tmp_path / "jobs"), "--port", "0"]
+    proc = _serve("--workers", "3", *out)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--workers above 1 needs --ray" in err and "--ray local" in err
+    code = ("import sys; sys.modules['ray'] = None; from orbitmesh.cli import main; "
+            f"sys.exit(main(['serve', '--ray', 'local', '--output-dir', {str(tmp_path / 'jobs')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and 'pip install "orbitmesh[ray]"' in proc.stderr, proc.stderr
+    assert not (tmp_path / "jobs").exists()  # refused before the jobs folder

@@ -4,8 +4,11 @@
 protocol): {"event": "progress", "stage", "step", "total", "message", "eta_s", "progress"} (progress:
 0..1 over the whole job), then
 {"event": "done", "result": {...}} or {"event": "error", "message", "fix"} or
-{"event": "cancelled"}. SIGTERM cancels the job at its next progress step (the job folder
-is then marked cancelled and no GLB is left).
+{"event": "cancelled"}. Ctrl-C (SIGINT) and SIGTERM both stop the job at once, as a KeyboardInterrupt
+(SIGTERM also cancels the tracker, so a stage that swallowed the interrupt still stops at its next progress
+step): the job folder is marked cancelled ("interrupted (Ctrl-C)" / "terminated (SIGTERM)") and the exit code
+is 130 for Ctrl-C, 143 for SIGTERM, in both progress modes. Input errors (a missing image, an output path that
+cannot be written, checked before any model loads) exit 2.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from orbitmesh.cli.common import (
 )
 from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
 from orbitmesh.progress import ProgressEvent, ProgressTracker
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, to unwind exactly as Ctrl-C does (the job ends cancelled)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,24 +72,24 @@ def run(args: argparse.Namespace) -> int:
     jsonl = args.progress == "jsonl"
     tracker = _tracker(args.progress, args.quiet)
     completed = False
+    terminated: list[bool] = []  # set by the SIGTERM handler
     try:
-        result = _generate(args, tracker)
+        result = _generate(args, tracker, terminated)
         completed = True
-    except JobCancelled:
-        if not jsonl:
-            raise
-        _emit({"event": "cancelled"})
-        return 130
+    except (JobCancelled, KeyboardInterrupt) as exc:
+        terminated_now = bool(terminated) or isinstance(exc, Terminated)
+        if jsonl:
+            _emit({"event": "cancelled"})
+        else:
+            why = "terminated (SIGTERM)" if terminated_now else (
+                "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped")
+            print(f"{why}: job cancelled", file=sys.stderr)
+        return EXIT_TERMINATED if terminated_now else EXIT_INTERRUPTED
     except OrbitMeshError as exc:
         if not jsonl:
             raise
         _emit({"event": "error", "message": exc.message, "fix": exc.fix})
         return 2
-    except KeyboardInterrupt:
-        if not jsonl:
-            raise
-        _emit({"event": "cancelled"})
-        return 130
     finally:
         end_progress(tracker, completed=completed)  # the last bar at 100 % only when the job completed
     if jsonl:
@@ -94,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(args: argparse.Namespace, tracker: ProgressTracker):
+def _generate(args: argparse.Namespace, tracker: ProgressTracker, terminated: list[bool]):
     from orbitmesh.pipeline.generate import generate
     from orbitmesh.pipeline.request import GenerateRequest
 
@@ -103,8 +113,15 @@ def _generate(args: argparse.Namespace, tracker: ProgressTracker):
     request = GenerateRequest(image_path=args.image, prompt=args.prompt, output=args.output,
                               **request_settings_from_args(args))
     settings = settings_from_args(args)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        tracker.cancel()  # a stage that swallowed the interrupt still stops at its next progress step
+        if not terminated:  # once: a second SIGTERM must not break the cleanup of the first
+            terminated.append(True)
+            raise Terminated("terminated (SIGTERM)")
+
     previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: tracker.cancel())  # cancel cleanly at the next step
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return generate(request, settings=settings, progress=tracker)
     finally:

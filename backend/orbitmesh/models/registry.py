@@ -172,8 +172,10 @@ def resolve_lrm_source(model: str | None, model_dir: str | Path, *, commercial_o
             return _source(model, "path", str(local), info, commercial_only)
         return _source(model, "hub", str(info.hub_id), info, commercial_only)
     path = Path(model).expanduser()
+    if not path.exists() and _is_folder_name(model) and (model_dir / model).exists():
+        path = model_dir / model  # a bare name: a model folder inside the model folder
     if path.exists():
-        info = identify("lrm", model, model_dir)  # a catalogue model's own folder keeps its name and licence
+        info = identify("lrm", str(path), model_dir)  # a catalogue model's own folder keeps its name and licence
         return _source(info.name if info else str(path), "path", str(path), info, commercial_only)
     for info in models("lrm"):
         if info.hub_id == model:
@@ -183,6 +185,11 @@ def resolve_lrm_source(model: str | None, model_dir: str | Path, *, commercial_o
     raise ModelError(f"model not found: {model}",
                      fix=f"use a known name ({', '.join(i.name for i in models('lrm'))}),"
                          " a hub id, a model folder or a .safetensors/.pth file")
+
+
+def _is_folder_name(name: str) -> bool:
+    """One plain path segment ('my-finetune'): no separators, not '.'/'..', not '~'."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\:~")
 
 
 def tiny_random_lrm(seed: int = 0):

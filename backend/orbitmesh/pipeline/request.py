@@ -12,6 +12,8 @@ contract. This module is torch-free.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import warnings as _warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -102,7 +104,8 @@ class GenerateRequest:
         return self.validate_settings().validate_source()
 
     def validate_source(self) -> "GenerateRequest":
-        """Exactly one source: an existing image file or a non-empty prompt. Raises InputError."""
+        """Exactly one source: a regular image file (:func:`check_image_file`) or a non-empty prompt. Raises
+        InputError."""
         has_image = bool(self.image_path)
         has_prompt = self.prompt is not None
         if has_image == has_prompt:
@@ -113,8 +116,8 @@ class GenerateRequest:
                 raise InputError(f"prompt must be text, got {type(self.prompt).__name__}", fix="pass a string")
             if not self.prompt.strip():
                 raise InputError("the prompt is empty", fix="describe the object, e.g. 'a wooden chair'")
-        if has_image and not Path(self.image_path).is_file():
-            raise InputError(f"image not found: {self.image_path}", fix="check the path")
+        if has_image:
+            check_image_file(self.image_path)
         return self
 
     def validate_settings(self) -> "GenerateRequest":
@@ -160,6 +163,34 @@ class GenerateRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_image_file(path: Any) -> None:
+    """Raise InputError unless ``path`` names a readable regular file (symlinks followed).
+
+    Missing, a folder, a FIFO, a device or a socket each get their own message. Only ``os.stat`` and
+    ``os.access`` are used: opening a FIFO would block until a writer came.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"image_path must be a file path, got {type(path).__name__}", fix="pass the image's path")
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        broken = os.path.lexists(path)  # a symlink whose target is gone
+        raise InputError(f"image not found: {path}" + (" (a broken symbolic link)" if broken else ""),
+                         fix="check the path") from None
+    except OSError as exc:  # permission denied on a parent folder, a name too long, ...
+        raise InputError(f"cannot read the image {path}: {exc.strerror or exc}",
+                         fix="check the path and its folders' permissions") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise InputError(f"not a regular file: {path} is {kind}",
+                         fix="give the path of an image file (PNG, JPEG, WebP, ...)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read the image {path}: permission denied",
+                         fix="make the file readable (chmod +r) or copy it somewhere readable")
 
 
 def settings_spec() -> dict[str, Setting]:
@@ -236,8 +267,9 @@ class GenerateResult:
     warnings: list[str] = field(default_factory=list)
     # {kind: {name, licence, commercial, condition}} of each model used (orbitmesh.pipeline.licences)
     licences: dict[str, dict[str, Any]] = field(default_factory=dict)
+    worker: str | None = None  # which worker ran it ("local:<host>:<pid>", "ray:<node>:<pid>"); None in-process
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_dir": str(self.job_dir), "glb_path": str(self.glb_path), "request": self.request.to_dict(),
                 "model": self.model, "timings": self.timings, "stats": self.stats, "warnings": self.warnings,
-                "licences": self.licences}
+                "licences": self.licences, "worker": self.worker}

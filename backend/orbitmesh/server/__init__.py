@@ -1,7 +1,8 @@
 """``orbitmesh serve``: a localhost HTTP server with a FIFO job queue and one GPU worker.
 
-Standard library only (``http.server``): nothing extra to install, and the Blender add-on
-talks to it with ``urllib``. Modules: :mod:`app` (routing), :mod:`jobs` (queue + worker),
-:mod:`multipart` (strict upload parser), :mod:`security` (bind/token/name checks),
-:mod:`api_errors` (the JSON error type).
+FastAPI (Starlette) on uvicorn; the Blender add-on still talks to it with ``urllib``. Modules: :mod:`app`
+(routes, error bodies), :mod:`middleware` (Host/Origin/token/path checks), :mod:`listener` (socket, uvicorn,
+connection limits), :mod:`jobs` (queue, worker, restart recovery), :mod:`limits` (caps, memory and disk
+estimates), :mod:`model_policy` (models a client may name), :mod:`retention` (old job folders),
+:mod:`uploads` (image and settings checks), :mod:`security` (bind/token/name checks), :mod:`api_errors`.
 """

@@ -1,242 +1,170 @@
-"""HTTP routing on the standard library's ``ThreadingHTTPServer`` (one thread per connection).
+"""The HTTP API on FastAPI (Starlette) under uvicorn: seven routes, JSON everywhere, an OpenAPI page at /docs.
 
-No web framework: the API is seven routes, the Blender add-on's client is ``urllib``, and
-an extra dependency would have to be bundled into every studio install. Every answer is
-JSON (errors: ``{"error", "message", "fix"}``) except file downloads and the event stream.
+Every answer is JSON (errors: ``{"error", "message", "fix"}``, never FastAPI's ``{"detail"}``) except file
+downloads and the event stream. Checks that apply to every request (Host, Origin, token, path) run first, in
+:mod:`orbitmesh.server.middleware`; the job queue is :class:`orbitmesh.server.jobs.JobManager`; the socket,
+uvicorn and connection limits are :mod:`orbitmesh.server.listener`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import mimetypes
-import shutil
-import socket
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from orbitmesh import __version__
-from orbitmesh.errors import InputError, OrbitMeshError
+from orbitmesh.errors import OrbitMeshError
+from orbitmesh.executors.base import Executor, Runner
 from orbitmesh.jobs import TERMINAL
 from orbitmesh.server import security
 from orbitmesh.server.api_errors import ApiError, bad_request, not_found
+from orbitmesh.server.config import ServerConfig
 from orbitmesh.server.health import health_info
-from orbitmesh.server.jobs import JobManager, Runner, build_request, pop_commercial_only, run_generate
-from orbitmesh.server.multipart import DRAIN_MAX, parse_content_type, parse_form, read_body
+from orbitmesh.server.jobs import JobManager, run_generate
+from orbitmesh.server.listener import OrbitMeshServer
+from orbitmesh.server.middleware import RequestChecks
 from orbitmesh.server.uploads import parse_settings_json, validate_image
 from orbitmesh.settings import Settings
+
+if TYPE_CHECKING:
+    from orbitmesh.server.jobs import ServerJob
 
 log = logging.getLogger("orbitmesh.server")
 
 JSON_LIMIT = 1 << 20
+# An over-limit body is read and thrown away up to this many bytes before answering 413, so the client sees
+# the JSON error instead of a connection reset; beyond it the connection is closed.
+DRAIN_MAX = 64 << 20
+FORM_FIELDS = ("image", "settings")
 CONTENT_TYPES = {".glb": "model/gltf-binary", ".gltf": "model/gltf+json", ".obj": "text/plain",
                  ".json": "application/json", ".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
+ENDPOINTS = "/health, /jobs, /jobs/{id}[/events|/cancel|/files/{name}] (and /docs)"
 
 
-@dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token: str | None = None
-    allow_remote: bool = False
-    max_upload_bytes: int = 50 << 20
-    default_model: str | None = None
-    keepalive_s: float = 10.0
-    socket_timeout_s: float = 60.0
-
-
-class OrbitMeshServer(ThreadingHTTPServer):
-    daemon_threads = True  # an open event stream must not keep the process alive at exit
-    # Loopback clients are few; a small backlog is fine, and reuse avoids TIME_WAIT bind errors.
-    allow_reuse_address = True
-
-    def __init__(self, config: ServerConfig, settings: Settings) -> None:
-        security.check_bind(config.host, allow_remote=config.allow_remote, token=config.token)
-        self.config = config
-        self.settings = settings
-        self.manager: JobManager | None = None  # attached by make_server once the port is ours
-        self.loopback_only = security.is_loopback(config.host)
-        if ":" in config.host:  # an IPv6 literal such as ::1
-            self.address_family = socket.AF_INET6
-        try:
-            super().__init__((config.host.strip("[]"), config.port), Handler)
-        except OSError as exc:
-            raise InputError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
-                             fix="another program (maybe another orbitmesh serve) uses that port: stop it, "
-                                 "or pick another with --port (0 = any free port)") from None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}"
-
-    def serve_forever(self, poll_interval: float = 0.25) -> None:
-        self._serving = True
-        try:
-            super().serve_forever(poll_interval)
-        finally:
-            self._serving = False
-
-    def close(self) -> None:
-        """Stop accepting, stop the worker (the running job is cancelled), close the socket."""
-        if getattr(self, "_serving", False):
-            self.shutdown()  # blocks until serve_forever returns, so only when it runs
-        if self.manager is not None:
-            self.manager.close()
-        self.server_close()
-
-
-def make_server(settings: Settings, config: ServerConfig | None = None, *, runner: Runner = run_generate,
-                jobs_root: str | Path | None = None) -> OrbitMeshServer:
-    """Check the bind address, list existing jobs, start the worker and bind (not yet serving)."""
+def make_server(settings: Settings, config: ServerConfig | None = None, *, runner: Runner | None = None,
+                executor: Executor | None = None, jobs_root: str | Path | None = None) -> OrbitMeshServer:
+    """Check the bind address, bind, list existing jobs (queueing unfinished ones again), start the workers;
+    ``serve_forever()`` then serves. Jobs run through ``executor`` (one thread per worker: a Ray pool runs
+    several at once), else ``runner`` in this process (default: the real pipeline)."""
     config = config or ServerConfig()
     server = OrbitMeshServer(config, settings)  # bind first: a taken port must not touch the jobs folder
     try:
-        server.manager = JobManager(jobs_root or settings.output_dir, settings, default_model=config.default_model,
-                                    runner=runner)
+        manager = JobManager(jobs_root or settings.output_dir, settings, default_model=config.default_model,
+                             runner=executor.run if executor else runner or run_generate, limits=config.limits,
+                             retention=config.retention, allow_model_paths=config.allow_model_paths,
+                             workers=executor.workers if executor else 1)
     except BaseException:
-        server.server_close()
+        server.socket.close()
         raise
+    server.executor = executor
+    server.attach(manager)
     return server
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: OrbitMeshServer
-    server_version = f"OrbitMesh/{__version__}"
-    protocol_version = "HTTP/1.0"  # one request per connection: simple, and SSE ends with the close
+class Changes:
+    """Wakes event streams (on the event loop) when the worker thread changes any job."""
 
-    def setup(self) -> None:
-        self.timeout = self.server.config.socket_timeout_s  # a stalled client cannot pin a thread
-        super().setup()
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.event = asyncio.Event()
 
-    # ----- dispatch -----------------------------------------------------------------------
+    def notify_threadsafe(self) -> None:
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed at shutdown
+                loop.call_soon_threadsafe(self._fire)
 
-    def _handle_command(self) -> None:
-        self._dispatch(self.command)
+    def _fire(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
 
-    # Every verb goes through one router (unsupported ones get a JSON 405 there).
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle_command
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The base class's own errors (bad request line, unknown method, ...) as JSON too."""
-        self.close_connection = True
-        payload = {"error": f"http_{code}", "message": message or self.responses.get(code, ("error",))[0],
-                   "fix": explain or "send a well-formed HTTP/1.x request"}
+    async def wait(self, timeout: float) -> bool:
         try:
-            body = _dumps(payload)
-            self.send_response(code, message)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-                self.wfile.write(body)
-        except OSError:
-            pass
+            await asyncio.wait_for(self.event.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
-    def _dispatch(self, method: str) -> None:
-        self._body_read = False
-        try:
-            security.check_origin(self.headers, loopback_only=self.server.loopback_only)
-            security.check_token(self.headers.get("Authorization"), self.server.config.token)
-            self._route(method, security.path_segments(self.path))
-        except ApiError as exc:
-            self._send_error(exc.status, exc.to_dict())
-        except OrbitMeshError as exc:
-            self._send_error(400, {"error": "bad_request", "message": exc.message, "fix": exc.fix})
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the client went away; jobs do not depend on it
-        except Exception as exc:
-            log.exception("request %s %s failed", method, self.path)
-            self._send_error(500, {"error": "internal_error", "message": f"{type(exc).__name__}: {exc}",
-                                   "fix": "this is a bug: please report it with the server log"})
 
-    def _route(self, method: str, seg: list[str]) -> None:
-        routes: dict[tuple, Any] = {
-            ("health",): {"GET": self._health},
-            ("jobs",): {"GET": self._list_jobs, "POST": self._create_job},
-        }
-        if len(seg) >= 2 and seg[0] == "jobs":
-            job_id = security.check_name(seg[1], "job id")
-            rest = tuple(seg[2:])
-            if rest == ():
-                routes[tuple(seg)] = {"GET": lambda: self._send_json(200, self._job(job_id))}
-            elif rest == ("events",):
-                routes[tuple(seg)] = {"GET": lambda: self._events(job_id)}
-            elif rest == ("cancel",):
-                routes[tuple(seg)] = {"POST": lambda: self._cancel(job_id)}
-            elif len(rest) == 2 and rest[0] == "files":
-                routes[tuple(seg)] = {"GET": lambda: self._file(job_id, rest[1])}
-        handlers = routes.get(tuple(seg))
-        if handlers is None:
-            raise not_found(f"no such endpoint {self.path.split('?')[0]!r}",
-                            fix="see the API in the README: /health, /jobs, /jobs/{id}[/events|/cancel|/files/{name}]")
-        if method not in handlers:
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on this endpoint",
-                           fix=f"use {' or '.join(handlers)}")
-        handlers[method]()
+def create_app(server: OrbitMeshServer) -> Any:
+    """The ASGI app of ``server``: the FastAPI routes inside the request checks."""
+    manager = server.manager
+    config = server.config
+    changes = Changes()
 
-    # ----- endpoints ----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        changes.loop = asyncio.get_running_loop()
+        changes.event = asyncio.Event()
+        manager.on_change = changes.notify_threadsafe
+        yield
+        manager.on_change = None
+        changes.loop = None
 
-    def _health(self) -> None:
-        info = health_info(self.server.settings, self.server.config.default_model)
-        info.update(queue_length=self.server.manager.queue_length, busy=self.server.manager.busy)
-        self._send_json(200, info)
+    app = FastAPI(title="OrbitMesh", version=__version__, lifespan=lifespan, redirect_slashes=False,
+                  description="Local image/text-to-3D jobs: submit an image or a prompt, follow the job, "
+                              "download the GLB. Errors are JSON {error, message, fix}.")
+    _install_error_handlers(app, manager)
 
-    def _list_jobs(self) -> None:
-        manager = self.server.manager
-        self._send_json(200, {"jobs": [manager.snapshot(job)[1] for job in manager.list()]})
+    @app.get("/health", summary="version, device, models, modes, queue and worker state")
+    def health() -> JSONResponse:
+        info = health_info(server.settings, config.default_model)
+        worker = manager.worker_state()
+        info.update(queue_length=manager.queue_length, busy=manager.busy, worker=worker,
+                    executor=server.executor.name if server.executor else "local", limits=_limits(config))
+        if not worker["alive"] or worker["state"] == "stopping":
+            info["status"] = "degraded"
+        return _json(200, info)
 
-    def _job(self, job_id: str) -> dict:
-        manager = self.server.manager
-        return manager.snapshot(manager.get(job_id))[1]
+    @app.get("/jobs", summary="every job, newest first")
+    def list_jobs() -> JSONResponse:
+        return _json(200, {"jobs": [manager.snapshot(job)[1] for job in manager.list()]})
 
-    def _create_job(self) -> None:
-        mime, _ = parse_content_type(self.headers.get("Content-Type"))
-        config = self.server.config
+    @app.post("/jobs", status_code=202, summary="submit an image (multipart 'image' + 'settings' JSON) or a "
+                                                "prompt (JSON {prompt, ...settings})")
+    async def create_job(request: Request) -> JSONResponse:
+        mime = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if mime == "multipart/form-data":
-            body = self._read_body(config.max_upload_bytes)
-            parts = parse_form(body, self.headers.get("Content-Type"), allowed=("image", "settings"))
-            if "image" not in parts:
-                raise bad_request("the form has no 'image' field",
-                                  fix="send the image file in a form field named 'image'", code="missing_field")
-            image = parts["image"]
-            security.check_upload_filename(image.filename)
-            values = parse_settings_json(parts["settings"].data) if "settings" in parts else {}
-            commercial_only = pop_commercial_only(values)
-            request = build_request(values, default_model=config.default_model)
-            ext, _size = validate_image(image.data)
-            self.server.manager.check_model(request, commercial_only=commercial_only)
-            name = Path(image.filename).stem if image.filename else "image"
-            job = self.server.manager.submit(request, name=name, upload=image.data, upload_ext=ext,
-                                             commercial_only=commercial_only)
+            body = await _read_body(request, config.max_upload_bytes)
+            image, settings_text = await _parse_form(request.headers, body)
+            job = await run_in_threadpool(_submit_image, manager, image, settings_text)
         elif mime == "application/json":
-            values = parse_settings_json(self._read_body(min(JSON_LIMIT, config.max_upload_bytes)), "the body")
-            prompt = values.pop("prompt", None)
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise bad_request("a JSON job needs a non-empty 'prompt' text",
-                                  fix='send {"prompt": "a wooden chair", ...settings}, or upload an image '
-                                      "as multipart/form-data", code="invalid_settings")
-            commercial_only = pop_commercial_only(values)
-            request = build_request(values, prompt=prompt, default_model=config.default_model)
-            self.server.manager.check_model(request, commercial_only=commercial_only)
-            job = self.server.manager.submit(request, name=prompt, commercial_only=commercial_only)
+            body = await _read_body(request, min(JSON_LIMIT, config.max_upload_bytes))
+            job = await run_in_threadpool(_submit_prompt, manager, body)
         else:
             raise ApiError(415, "unsupported_media_type", f"unsupported Content-Type {mime or '(none)'!r}",
                            fix="send multipart/form-data with an 'image' file, or application/json with a 'prompt'")
-        self._send_json(202, {"id": job.id, "status": job.status}, headers={"Location": f"/jobs/{job.id}"})
+        # "queued": what the job was when accepted (the worker may have started it since)
+        return _json(202, {"id": job.id, "status": "queued"}, headers={"Location": f"/jobs/{job.id}"})
 
-    def _cancel(self, job_id: str) -> None:
-        manager = self.server.manager
-        self._send_json(200, manager.snapshot(manager.cancel(job_id))[1])
+    @app.get("/jobs/{job_id}", summary="one job")
+    def get_job(job_id: str) -> JSONResponse:
+        return _json(200, manager.snapshot(_job(manager, job_id))[1])
 
-    def _file(self, job_id: str, name: str) -> None:
+    @app.post("/jobs/{job_id}/cancel", summary="cancel a queued job now, a running one at its next step")
+    def cancel_job(job_id: str) -> JSONResponse:
+        security.check_name(job_id, "job id")
+        return _json(200, manager.snapshot(manager.cancel(job_id))[1])
+
+    @app.get("/jobs/{job_id}/files/{name}", summary="download one of the job's files")
+    def job_file(job_id: str, name: str) -> FileResponse:
         security.check_name(name, "file name")
-        job = self.server.manager.get(job_id)
-        files = self.server.manager.files(job)
+        job = _job(manager, job_id)
+        files = manager.files(job)
         if name not in files:
             raise not_found(f"job {job_id} has no file {name!r}", fix=f"ask for one of {sorted(files)}")
         path = files[name].resolve()
@@ -244,85 +172,195 @@ class Handler(BaseHTTPRequestHandler):
             raise not_found(f"job {job_id} has no file {name!r}")
         ctype = (CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
                  or "application/octet-stream")
-        with path.open("rb") as fh:
-            size = path.stat().st_size
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(size))
-            self.send_header("Content-Disposition", f'attachment; filename="{name}"')
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            shutil.copyfileobj(fh, self.wfile)
+        return FileResponse(path, media_type=ctype, filename=name, content_disposition_type="attachment",
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
-    def _events(self, job_id: str) -> None:
-        """Server-sent events: the job object on every change, a comment every keepalive_s."""
-        manager = self.server.manager
-        job = manager.get(job_id)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.send_header("X-Accel-Buffering", "no")
-        self.end_headers()
-        seen = None
-        while True:
-            version, data = manager.snapshot(job)
-            if version != seen:
-                self.wfile.write(b"data: " + _dumps(data) + b"\n\n")
-                self.wfile.flush()
-                seen = version
-                if data["status"] in TERMINAL:
-                    return
-            if not manager.wait_change(job, seen, timeout=self.server.config.keepalive_s):
-                self.wfile.write(b": keep-alive\n\n")
-                self.wfile.flush()
+    @app.get("/jobs/{job_id}/events", summary="server-sent events: the job object on every change")
+    async def job_events(job_id: str) -> StreamingResponse:
+        job = _job(manager, job_id)
+        return StreamingResponse(_event_stream(manager, job, changes, config.keepalive_s),
+                                 media_type="text/event-stream; charset=utf-8",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    # ----- responses --------------------------------------------------------------------------
+    return RequestChecks(app, token=config.token, loopback_only=server.loopback_only,
+                         body_timeout_s=config.body_timeout_s)
 
-    def _read_body(self, limit: int) -> bytes:
-        self._body_read = True
-        return read_body(self.rfile, self.headers, limit)
 
-    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        body = _dumps(obj)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="orbitmesh"')
-        self.end_headers()
-        self.wfile.write(body)
+# ----- request bodies ---------------------------------------------------------------------------
 
-    def _send_error(self, status: int, payload: dict) -> None:
-        if not self._body_read:  # read an unread body first, so the client gets the answer, not a reset
-            self._drain()
-        try:
-            self._send_json(status, payload)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass
 
-    def _drain(self) -> None:
-        self._body_read = True
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return
-        if 0 < length <= DRAIN_MAX:
-            try:
-                while length > 0:
-                    data = self.rfile.read(min(1 << 16, length))
-                    if not data:
-                        return
-                    length -= len(data)
-            except OSError:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes: 413 from Content-Length before reading (after draining a body up
+    to DRAIN_MAX so the client reads the answer), or as soon as a chunked body passes the limit."""
+    raw = request.headers.get("content-length")
+    if raw is not None:
+        if not raw.isdigit() or len(raw) > 18:
+            raise bad_request(f"bad Content-Length {raw[:40]!r}", fix="send the body's size in bytes")
+        if int(raw) > limit:
+            if int(raw) <= DRAIN_MAX:
+                with contextlib.suppress(ClientDisconnect):
+                    async for _chunk in request.stream():
+                        pass
+            raise _too_large(int(raw), limit)
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody reads this answer; it only keeps the log free of a false bug
+        raise bad_request(f"the body ended after {size} bytes", fix="send the whole body",
+                          code="truncated_body") from None
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large",
+                    f"the upload is {size / 2**20:.1f} MB, over the server's limit of {limit / 2**20:.1f} MB",
+                    fix="send a smaller image, or restart the server with a larger --max-upload-mb")
+
+
+async def _parse_form(headers: Headers, body: bytes) -> tuple[UploadFile, bytes | None]:
+    """(the 'image' file, the 'settings' text) of a strict form: known fields once each, closed properly."""
+    params = dict(p.strip().split("=", 1) for p in headers.get("content-type", "").split(";")[1:] if "=" in p)
+    boundary = params.get("boundary", "").strip('"').encode("latin-1")
+    if not boundary:
+        raise bad_request("the multipart form has no boundary", fix="let the HTTP client build the form",
+                          code="malformed_multipart")
+    if body.rfind(b"--" + boundary + b"--") < 0:
+        raise bad_request("the multipart form is not closed (the upload was cut off?)",
+                          fix="send the whole form, ending with its closing boundary", code="malformed_multipart")
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_files=4, max_fields=8, max_part_size=JSON_LIMIT).parse()
+    except MultiPartException as exc:
+        raise bad_request(f"malformed multipart form: {exc.message}", fix="let the HTTP client build the form",
+                          code="malformed_multipart") from None
+    names = [name for name, _ in form.multi_items()]
+    for name in names:
+        if name not in FORM_FIELDS:
+            raise bad_request(f"unknown form field {name!r}", fix=f"send only {' and '.join(FORM_FIELDS)}",
+                              code="unknown_field")
+        if names.count(name) > 1:
+            raise bad_request(f"the form field {name!r} appears twice", fix="send each field once",
+                              code="duplicate_field")
+    if "image" not in names:
+        raise bad_request("the form has no 'image' field", fix="send the image file in a form field named 'image'",
+                          code="missing_field")
+    image = form["image"]
+    if not isinstance(image, UploadFile):
+        raise bad_request("the form field 'image' is not a file", code="missing_field",
+                          fix="send the image as a file part (with a filename) named 'image'")
+    settings = form.get("settings")
+    if isinstance(settings, UploadFile):
+        settings = await settings.read()
+    return image, settings.encode("utf-8", "surrogateescape") if isinstance(settings, str) else settings
+
+
+def _submit_image(manager: JobManager, image: UploadFile, settings_text: bytes | None) -> ServerJob:
+    security.check_upload_filename(image.filename)
+    values = parse_settings_json(settings_text) if settings_text is not None else {}
+    request, commercial_only = manager.prepare(values)
+    image.file.seek(0)
+    data = image.file.read()
+    ext, _size = validate_image(data)
+    name = Path(image.filename).stem if image.filename else "image"
+    return manager.submit(request, name=name, upload=data, upload_ext=ext, commercial_only=commercial_only)
+
+
+def _submit_prompt(manager: JobManager, body: bytes) -> ServerJob:
+    values = parse_settings_json(body, "the body")
+    prompt = values.pop("prompt", None)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise bad_request("a JSON job needs a non-empty 'prompt' text",
+                          fix='send {"prompt": "a wooden chair", ...settings}, or upload an image '
+                              "as multipart/form-data", code="invalid_settings")
+    request, commercial_only = manager.prepare(values, prompt=prompt)
+    return manager.submit(request, name=prompt, commercial_only=commercial_only)
+
+
+# ----- answers -------------------------------------------------------------------------------------
+
+
+def _job(manager: JobManager, job_id: str) -> ServerJob:
+    return manager.get(security.check_name(job_id, "job id"))
+
+
+async def _event_stream(manager: JobManager, job: ServerJob, changes: Changes,
+                        keepalive_s: float) -> AsyncIterator[bytes]:
+    """The job object whenever it changes (ending after a terminal one), a comment every ``keepalive_s``."""
+    seen = None
+    last_write = time.monotonic()
+    while True:
+        if manager.version(job) != seen:
+            seen, data = manager.snapshot(job)
+            yield b"data: " + _dumps(data) + b"\n\n"
+            last_write = time.monotonic()
+            if data["status"] in TERMINAL:
                 return
+        if manager.stopping:
+            return
+        # Other jobs' changes wake us too: the comment goes out after keepalive_s without a write of our own.
+        await changes.wait(max(0.0, keepalive_s - (time.monotonic() - last_write)))
+        if time.monotonic() - last_write >= keepalive_s and manager.version(job) == seen:
+            yield b": keep-alive\n\n"
+            last_write = time.monotonic()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+
+def _limits(config: ServerConfig) -> dict[str, Any]:
+    limits = config.limits
+    return {"max_upload_mb": round(config.max_upload_bytes / 2**20, 3), "max_mc_resolution": limits.max_mc_resolution,
+            "max_texture_size": limits.max_texture_size, "max_faces": limits.max_faces}
+
+
+def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(obj, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def _error(status: int, payload: dict, headers: dict[str, str] | None = None) -> JSONResponse:
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="orbitmesh"'}
+    return _json(status, payload, headers)
+
+
+def _install_error_handlers(app: FastAPI, manager: JobManager) -> None:
+    """Every error as {error, message, fix} with no server path; never FastAPI's {"detail"} or 422."""
+
+    def answer(status: int, code: str, message: str, fix: str | None, headers=None) -> JSONResponse:
+        return _error(status, {"error": code, "message": manager.redact(message), "fix": manager.redact(fix)},
+                      headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return answer(exc.status, exc.code, exc.message, exc.fix)
+
+    @app.exception_handler(OrbitMeshError)
+    async def orbitmesh_error(_request: Request, exc: OrbitMeshError) -> JSONResponse:
+        return answer(400, "bad_request", exc.message, exc.fix)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return answer(404, "not_found", f"no such endpoint {request.url.path!r}", f"use {ENDPOINTS}")
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            return answer(405, "method_not_allowed", f"{request.method} is not allowed on this endpoint",
+                          f"use {allowed.replace(', ', ' or ')}", headers={"Allow": allowed})
+        return answer(exc.status_code, f"http_{exc.status_code}", str(exc.detail), "send a well-formed request")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return answer(400, "bad_request", f"invalid request: {exc.errors()[:1]}", "see the API at /docs")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s %s failed", request.method, request.url.path)
+        return answer(500, "internal_error", f"{type(exc).__name__}: {exc}",
+                      "this is a bug: please report it with the server log")
 
 
 def _dumps(obj: Any) -> bytes:

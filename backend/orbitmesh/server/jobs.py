@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -21,12 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from orbitmesh.errors import InputError, JobCancelled, OrbitMeshError
-from orbitmesh.jobs import JOB_FILE, TERMINAL, JobFolder
+from orbitmesh import atomic
+from orbitmesh.errors import DiskError, InputError, JobCancelled, JobInterrupted, OrbitMeshError, WorkerLost, disk_error
+from orbitmesh.executors.base import Runner
+from orbitmesh.executors.local import run_generate
+from orbitmesh.jobs import JOB_FILE, MAX_ATTEMPTS, STATUSES, TERMINAL, JobFolder
 from orbitmesh.native import preload_native_libraries
 from orbitmesh.pipeline.request import GenerateRequest, GenerateResult, settings_spec
 from orbitmesh.progress import ProgressEvent, ProgressTracker
-from orbitmesh.server.api_errors import ApiError, bad_request
+from orbitmesh.server.api_errors import ApiError, bad_request, redact_paths
+from orbitmesh.server.limits import JobLimits, check_free_space, estimate_disk_bytes
+from orbitmesh.server.model_policy import check_client_models
+from orbitmesh.server.retention import Retention, empty_trash, folder_bytes, remove_folder
 from orbitmesh.settings import Settings
 
 log = logging.getLogger("orbitmesh.server")
@@ -37,16 +44,6 @@ RUN_DIR = "run"
 # Keys of the record that make up the API's job object (plus "files").
 API_KEYS = ("id", "name", "status", "stage", "step", "total", "message", "eta_s", "progress", "error",
             "settings", "created", "started", "finished", "result", "commercial_only")
-
-Runner = Callable[[GenerateRequest, Settings, ProgressTracker], GenerateResult]
-
-
-def run_generate(request: GenerateRequest, settings: Settings, tracker: ProgressTracker) -> GenerateResult:
-    """The real pipeline (imported when the first job runs: torch stays out of startup)."""
-    from orbitmesh.pipeline.generate import generate
-
-    return generate(request, settings=settings, progress=tracker)
-
 
 COMMERCIAL_ONLY = "commercial_only"  # a per-job key beside the settings: it can only turn the check on
 
@@ -75,6 +72,14 @@ def build_request(values: dict[str, Any], *, prompt: str | None = None,
     return req
 
 
+# The fix for any disk error of the jobs folder (ENOSPC, EROFS, EACCES), in API errors and failed jobs.
+DISK_FIX = ("free disk space on the jobs folder's disk or make it writable (or start the server with another "
+            "--output-dir, --keep-jobs or --max-disk-gb)")
+INTERRUPTED_TWICE = {"message": "interrupted twice: the server stopped (a crash or a kill) while this job ran, "
+                                "on two starts", "fix": "submit it again; if it keeps stopping the server, lower "
+                                                        "mc_resolution or texture_size and read the server log"}
+
+
 @dataclass
 class ServerJob:
     folder: JobFolder
@@ -82,6 +87,7 @@ class ServerJob:
     tracker: ProgressTracker = field(default_factory=ProgressTracker)
     version: int = 0
     commercial_only: bool = False  # asked by the client (the server-wide setting applies regardless)
+    saved: bool = True  # False while job.json lags the record (a disk error); saving is retried after each job
 
     @property
     def id(self) -> str:
@@ -93,46 +99,82 @@ class ServerJob:
 
 
 class JobManager:
-    """Owns every job; one worker thread runs them in submission order."""
+    """Owns every job; one worker thread runs them in submission order and survives anything a job does."""
 
     def __init__(self, root: str | Path, settings: Settings, *, default_model: str | None = None,
-                 runner: Runner = run_generate) -> None:
+                 runner: Runner = run_generate, limits: JobLimits | None = None, retention: Retention | None = None,
+                 allow_model_paths: bool = False, workers: int = 1) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _startup_disk_error(exc, self.root) from None
         self._lock = RootLock(self.root)  # one server per jobs folder: it owns the queued/running records
         if runner is run_generate and threading.current_thread() is threading.main_thread():
             preload_native_libraries()
         self.settings = settings
         self.default_model = default_model
         self.runner = runner
+        self.limits = limits or JobLimits()
+        self.retention = retention or Retention()
+        self.allow_model_paths = allow_model_paths
         self._jobs: dict[str, ServerJob] = {}
         self._queue: collections.deque[ServerJob] = collections.deque()
-        self._running: ServerJob | None = None
+        self._running: list[ServerJob] = []  # one job per worker thread (several with a Ray pool)
         self._cond = threading.Condition()
         self._stopping = False
+        self.worker_restarts = 0
+        self.on_change: Callable[[], None] | None = None  # the HTTP layer's wake-up for event streams
         self._load_existing()
-        self._worker = threading.Thread(target=self._work, name="orbitmesh-gpu-worker", daemon=True)
-        self._worker.start()
+        self._prune()
+        self._workers = [self._start_worker(i) for i in range(max(1, workers))]
 
     # ----- submission and queries (request threads) -------------------------------------
 
+    def prepare(self, values: dict[str, Any], *, prompt: str | None = None) -> tuple[GenerateRequest, bool]:
+        """Client settings -> (a GenerateRequest with valid settings, commercial_only), every check that needs no
+        job folder done: types and ranges, the server's caps and memory budget, which models a client may name,
+        the models resolve, licences, the mode is available. A 400 naming the setting and the fix otherwise."""
+        values = dict(values)
+        commercial_only = pop_commercial_only(values)
+        check_client_models(values, self.settings.model_dir, allow_paths=self.allow_model_paths)
+        request = build_request(values, prompt=prompt, default_model=self.default_model)
+        self.limits.check(request)
+        self.check_model(request, commercial_only=commercial_only)
+        return request, commercial_only
+
     def submit(self, request: GenerateRequest, *, name: str, upload: bytes | None = None,
                upload_ext: str = "png", commercial_only: bool = False) -> ServerJob:
-        """Create the job folder (and save the upload under a safe name), then enqueue it."""
+        """Create the job folder (and save the upload under a safe name), then enqueue it. 503 while stopping,
+        507 when the disk cannot take the job (nothing is left behind)."""
+        if self._stopping:
+            raise ApiError(503, "shutting_down", "the server is stopping and takes no new jobs",
+                           fix="submit the job again once the server has restarted")
+        check_free_space(self.root, estimate_disk_bytes(request, len(upload or b"")))
         settings = request.settings()
         if request.prompt is not None:
             settings["prompt"] = request.prompt
-        folder = JobFolder.create(self.root, name, settings=settings)
-        if upload is not None:
-            upload_name = f"upload.{upload_ext}"
-            request.image_path = str(folder.write_bytes(upload_name, upload))
-            folder.record["input"] = upload_name
-        job = ServerJob(folder, request, commercial_only=self.commercial_only(commercial_only))
-        folder.record[COMMERCIAL_ONLY] = job.commercial_only
-        with self._cond:
+        folder = None
+        try:
+            folder = JobFolder.create(self.root, name, settings=settings)
+            if upload is not None:
+                upload_name = f"upload.{upload_ext}"
+                request.image_path = str(folder.write_bytes(upload_name, upload))
+                folder.record["input"] = upload_name
+            job = ServerJob(folder, request, commercial_only=self.commercial_only(commercial_only))
+            folder.record[COMMERCIAL_ONLY] = job.commercial_only
             # "created" is the moment the job joins the queue, so its order is the FIFO order.
             folder.update(server=True, created=time.time(), stage=None, step=0, total=0, message="queued",
-                          eta_s=None, progress=0.0, started=None, finished=None, result=None)
+                          eta_s=None, progress=0.0, started=None, finished=None, result=None, attempts=0)
+        except OSError as exc:
+            if folder is not None:
+                shutil.rmtree(folder.path, ignore_errors=True)  # no empty or half-written job folder
+            error = disk_error(exc, "the jobs folder", DISK_FIX)
+            if error is None:
+                raise
+            raise ApiError(507, "insufficient_storage", error.message, fix=error.fix) from None
+        self._ensure_worker()
+        with self._cond:
             self._jobs[job.id] = job
             self._queue.append(job)
             self._touch(job)
@@ -144,9 +186,10 @@ class JobManager:
         return bool(self.settings.commercial_only or asked)
 
     def check_model(self, request: GenerateRequest, *, commercial_only: bool = False) -> None:
-        """Resolve the request's models now (cheap, no loading) so a bad name or a model a commercial job may
-        not use is a 400 before any job folder exists, not a failed job."""
+        """Resolve the request's models now (cheap, no loading) so a bad name, a model a commercial job may not
+        use or a mode this machine cannot run is a 400 before any job folder exists, not a failed job."""
         from orbitmesh.errors import LicenceError, ModelError
+        from orbitmesh.models import catalogue
         from orbitmesh.models.registry import resolve_lrm_source
         from orbitmesh.pipeline.licences import job_licences
 
@@ -155,10 +198,13 @@ class JobManager:
             source = resolve_lrm_source(request.model, self.settings.model_dir, commercial_only=strict,
                                         default=self.settings.default_model)
             job_licences(request, self.settings, source, commercial_only=strict)
+            if request.mode == "quality":
+                catalogue.require_available(catalogue.DEFAULTS["video"], self.settings.model_dir,
+                                            needed_for="quality mode")
         except LicenceError as exc:
             raise bad_request(exc.message, fix=exc.fix, code="licence_refused") from None
         except ModelError as exc:
-            raise bad_request(exc.message, fix=exc.fix, code="model_unavailable") from None
+            raise bad_request(self.redact(exc.message), fix=self.redact(exc.fix), code="model_unavailable") from None
 
     def get(self, job_id: str) -> ServerJob:
         with self._cond:
@@ -180,18 +226,36 @@ class JobManager:
     @property
     def busy(self) -> bool:
         with self._cond:
-            return self._running is not None
+            return bool(self._running)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def worker_state(self) -> dict[str, Any]:
+        """For /health: whether the worker thread lives (it is restarted if not), what it runs, unsaved records."""
+        self._ensure_worker()
+        with self._cond:
+            unsaved = sum(not job.saved for job in self._jobs.values())
+            state = "stopping" if self._stopping else ("running" if self._running else "idle")
+            return {"alive": all(w.is_alive() for w in self._workers), "state": state,
+                    "job": self._running[0].id if self._running else None, "jobs": [j.id for j in self._running],
+                    "workers": len(self._workers), "restarts": self.worker_restarts, "unsaved_records": unsaved}
 
     def snapshot(self, job: ServerJob) -> tuple[int, dict]:
         """(version, API job object) taken consistently under the lock."""
         with self._cond:
             rec = job.folder.record
             out = {k: rec.get(k) for k in API_KEYS}
-            out["error"] = _api_error(rec.get("error"))
+            out["error"] = self._api_error(rec.get("error"))
             out["cancel_requested"] = job.tracker.cancelled and rec["status"] == "running"
             version = job.version
         out["files"] = list(self.files(job))
         return version, out
+
+    def version(self, job: ServerJob) -> int:
+        with self._cond:
+            return job.version
 
     def wait_change(self, job: ServerJob, seen: int, timeout: float) -> bool:
         """Block until the job's version differs from ``seen`` (True) or ``timeout`` passes (False)."""
@@ -207,7 +271,8 @@ class JobManager:
                                fix="only queued or running jobs can be cancelled")
             job.tracker.cancel()
             if job.status == "queued":
-                self._queue.remove(job)
+                if job in self._queue:
+                    self._queue.remove(job)
                 self._finish(job, "cancelled", error={"message": "cancelled by the user", "fix": None})
             else:
                 job.folder.record["message"] = "cancelling"
@@ -233,7 +298,37 @@ class JobManager:
                     out[name] = path
         return out
 
+    def redact(self, text: str | None) -> str | None:
+        """``text`` without this machine's paths (API errors never show where the server keeps things)."""
+        named = {str(self.root.resolve()): "<jobs>", str(self.root): "<jobs>",
+                 str(Path(self.settings.model_dir).expanduser()): "<models>", str(Path.home()): "~"}
+        return redact_paths(text, named)
+
+    def _api_error(self, error: Any) -> dict | None:
+        """The contract's error object: {message, fix} (the traceback stays in job.json), paths redacted."""
+        if not error:
+            return None
+        if isinstance(error, dict):
+            return {"message": self.redact(error.get("message") or str(error)), "fix": self.redact(error.get("fix"))}
+        return {"message": self.redact(str(error)), "fix": None}
+
     # ----- the worker -----------------------------------------------------------------------
+
+    def _start_worker(self, index: int) -> threading.Thread:
+        worker = threading.Thread(target=self._work, name=f"orbitmesh-worker-{index}", daemon=True)
+        worker.start()
+        return worker
+
+    def _ensure_worker(self) -> None:
+        """Restart a worker thread that died anyway (each catches everything; this is the second line)."""
+        with self._cond:
+            if self._stopping:
+                return
+            for index, worker in enumerate(self._workers):
+                if not worker.is_alive():
+                    log.error("job worker %d had stopped; restarting it", index)
+                    self.worker_restarts += 1
+                    self._workers[index] = self._start_worker(index)
 
     def _work(self) -> None:
         while True:
@@ -242,32 +337,64 @@ class JobManager:
                 if self._stopping:
                     return
                 job = self._queue.popleft()
-                self._running = job
-                job.folder.update(status="running", started=time.time(), message="starting")
-                self._touch(job)
+                self._running.append(job)
             try:
                 self._run(job)
+            except BaseException as exc:  # noqa: B036 - nothing a job does may end the worker
+                log.error("job %s: the worker caught %s:\n%s", job.id, type(exc).__name__, traceback.format_exc())
+                self._finish(job, "failed", error=_bug_error(exc))
             finally:
                 with self._cond:
-                    self._running = None
+                    if job in self._running:
+                        self._running.remove(job)
                     self._cond.notify_all()
+            try:
+                self._after_job()
+            except Exception:
+                log.exception("cleaning up after job %s failed", job.id)
 
     def _run(self, job: ServerJob) -> None:
+        attempts = int(job.folder.record.get("attempts") or 0) + 1
+        _clear_run_folder(job.folder.path / RUN_DIR)  # an interrupted attempt's partial files
+        with self._cond:
+            job.folder.record.update(status="running", started=time.time(), message="starting", attempts=attempts)
+            self._touch(job)
+        error = self._save(job)
+        if error is not None:  # not even the record can be written: running the job would lose its outputs
+            self._finish(job, "failed", error={"message": error.message, "fix": error.fix})
+            return
         job.tracker.listener = lambda event: self._on_progress(job, event)
         settings = self.settings.override(output_dir=job.folder.path / RUN_DIR,
                                           commercial_only=self.commercial_only(job.commercial_only))
         try:
             result = self.runner(job.request, settings, job.tracker)
+        except JobInterrupted:  # the server stops: the job waits for the next start, this attempt not counted
+            with self._cond:
+                job.folder.record.update(status="queued", attempts=attempts - 1, stage=None, step=0, total=0,
+                                         progress=0.0, eta_s=None, started=None,
+                                         message="queued (the server stopped; it runs at the next start)")
+                self._touch(job)
+            self._save(job)
         except JobCancelled:
             self._finish(job, "cancelled", error={"message": "cancelled by the user", "fix": None})
+        except WorkerLost as exc:  # not the job's fault: it runs again (first in line), up to MAX_ATTEMPTS runs
+            if attempts >= MAX_ATTEMPTS:
+                self._finish(job, "failed", error={"message": f"{exc.message}, on {attempts} runs", "fix": exc.fix})
+                return
+            with self._cond:
+                job.folder.record.update(status="queued", stage=None, step=0, total=0, progress=0.0, eta_s=None,
+                                         started=None, message="queued again: the worker running it died")
+                job.tracker = ProgressTracker()
+                self._queue.appendleft(job)
+                self._touch(job)
+            self._save(job)
         except OrbitMeshError as exc:
             self._finish(job, "failed", error={"message": exc.message, "fix": exc.fix})
-        except Exception as exc:  # a bug: keep serving, keep the traceback for the report
-            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-            self._finish(job, "failed", error={
-                "message": f"internal error: {type(exc).__name__}: {exc}",
-                "fix": "this is a bug: please report it with the job folder's job.json",
-                "traceback": traceback.format_exc(limit=20)})
+        except OSError as exc:
+            disk = disk_error(exc, "the jobs folder", DISK_FIX)
+            if disk is None:
+                raise
+            self._finish(job, "failed", error={"message": disk.message, "fix": disk.fix})
         else:
             self._finish(job, "done", result=_public_result(result))
 
@@ -280,18 +407,68 @@ class JobManager:
             self._touch(job)
 
     def _finish(self, job: ServerJob, status: str, *, error: dict | None = None, result: dict | None = None) -> None:
+        """End the job (the record in memory at once, job.json as soon as the disk allows). Never raises."""
         with self._cond:
             rec = job.folder.record
             progress = 1.0 if status == "done" else rec.get("progress")
-            message = {"done": "done", "cancelled": "cancelled", "failed": "failed"}[status]
             stage = None if status == "done" else rec.get("stage")  # failed/cancelled: where it stopped
-            job.folder.update(status=status, error=error, result=result, finished=time.time(), eta_s=None,
-                              progress=progress, message=message, stage=stage)
+            rec.update(status=status, error=error, result=result, finished=time.time(), eta_s=None,
+                       progress=progress, message=status, stage=stage)
             self._touch(job)
+        disk = self._save(job)
+        if disk is not None and status == "done":  # its outputs are there, but the folder is not consistent
+            with self._cond:
+                rec.update(status="failed", message="failed", error={
+                    "message": f"the job finished but its record could not be written: {disk.message}",
+                    "fix": disk.fix})
+                self._touch(job)
+
+    def _save(self, job: ServerJob) -> DiskError | None:
+        """Write job.json; on a disk error keep the record in memory (retried later) and return the error."""
+        with self._cond:
+            record = dict(job.folder.record)
+        try:
+            atomic.write_json(job.folder.path / JOB_FILE, record)
+        except OSError as exc:
+            job.saved = False
+            log.warning("job %s: cannot write job.json: %s", job.id, exc)
+            return disk_error(exc, "the jobs folder", DISK_FIX) or DiskError(
+                f"the jobs folder cannot be written ({type(exc).__name__})", fix=DISK_FIX)
+        job.saved = True
+        return None
+
+    def _after_job(self) -> None:
+        """Retry records a disk error kept from job.json, then apply the retention rule."""
+        with self._cond:
+            unsaved = [job for job in self._jobs.values() if not job.saved]
+        for job in unsaved:
+            self._save(job)
+        self._prune()
+
+    def _prune(self) -> None:
+        if not self.retention.active:
+            return
+        with self._cond:
+            finished = [job for job in self._jobs.values() if job.status in TERMINAL and job not in self._running]
+            others = [job for job in self._jobs.values() if job not in finished]
+        sizes = {job.id: folder_bytes(job.folder.path) for job in finished}
+        total = sum(sizes.values()) + sum(folder_bytes(job.folder.path) for job in others)
+        rows = [(job.id, job.folder.record.get("finished") or job.folder.record.get("created") or 0.0, sizes[job.id])
+                for job in finished]
+        for job_id in self.retention.to_remove(rows, total):
+            with self._cond:
+                job = self._jobs.pop(job_id, None)
+            if job is not None:
+                try:
+                    remove_folder(job.folder.path)
+                except OSError as exc:
+                    log.warning("could not remove old job %s: %s", job_id, exc)
 
     def _touch(self, job: ServerJob) -> None:
         job.version += 1
         self._cond.notify_all()
+        if self.on_change is not None:
+            self.on_change()
 
     def _run_folder(self, job: ServerJob) -> Path | None:
         """The pipeline's job folder: inside ``run/`` for server jobs, the folder itself otherwise."""
@@ -306,38 +483,108 @@ class JobManager:
     # ----- startup and shutdown ---------------------------------------------------------
 
     def _load_existing(self) -> None:
-        """List job folders already in the root; server jobs cut off by a stop are marked failed."""
+        """List the job folders already in the root; queue the server's unfinished jobs again, in their order
+        (a job that was running runs once more; twice interrupted, it fails)."""
+        empty_trash(self.root)
+        pending = []
         for path in sorted(self.root.iterdir()):
-            if not (path / JOB_FILE).is_file():
+            if path.name.startswith(".") or not (path / JOB_FILE).is_file():
                 continue
             try:
                 folder = JobFolder.open(path)
-                if folder.record.get("id") != path.name or folder.status not in (*TERMINAL, "queued", "running"):
+                if folder.record.get("id") != path.name or folder.status not in STATUSES:
                     continue
             except (OSError, ValueError, KeyError):
                 log.warning("skipping unreadable job folder %s", path)
                 continue
+            job = ServerJob(folder, commercial_only=bool(folder.record.get(COMMERCIAL_ONLY)))
+            self._jobs[job.id] = job
             if folder.record.get("server") and folder.status not in TERMINAL:
-                folder.update(status="failed", finished=folder.record.get("finished") or time.time(),
-                              message="failed", error={"message": "server stopped before the job finished",
-                                                       "fix": "submit the job again"})
-            self._jobs[folder.id] = ServerJob(folder)
+                pending.append(job)
+        for job in sorted(pending, key=lambda j: (j.folder.record.get("created") or 0, j.id)):
+            self._recover(job)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop: cancel the running job, mark queued ones failed, wait for the worker."""
+    def _recover(self, job: ServerJob) -> None:
+        rec = job.folder.record
+        was_running = rec["status"] == "running"
+        if was_running and int(rec.get("attempts") or 1) >= MAX_ATTEMPTS:
+            self._finish(job, "failed", error=dict(INTERRUPTED_TWICE))
+            _end_inner_records(job.folder.path / RUN_DIR, INTERRUPTED_TWICE)
+            return
+        try:
+            job.request = _saved_request(job.folder)
+        except OrbitMeshError as exc:
+            self._finish(job, "failed", error={"message": f"cannot run again after a restart: {exc.message}",
+                                               "fix": "submit the job again"})
+            return
+        rec.update(status="queued", stage=None, step=0, total=0, progress=0.0, eta_s=None, started=None,
+                   message="queued again after an interrupted run" if was_running else "queued")
+        self._save(job)
+        self._queue.append(job)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop: take no new jobs; the running job stops at its next progress step and, like every queued job,
+        stays queued for the next start (nothing is lost); wait for the worker."""
         with self._cond:
             self._stopping = True
-            queued = list(self._queue)
             self._queue.clear()
-            if self._running is not None:
-                self._running.tracker.cancel()
+            for job in self._running:
+                job.tracker.cancel(JobInterrupted())
             self._cond.notify_all()
-        for job in queued:
-            self._finish(job, "failed", error={"message": "server stopped before the job started",
-                                               "fix": "submit the job again"})
-        self._worker.join(timeout)
+        if self.on_change is not None:
+            self.on_change()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            unsaved = [job for job in self._jobs.values() if not job.saved]
+        for job in unsaved:
+            self._save(job)
         self._lock.release()
 
+
+def _saved_request(folder: JobFolder) -> GenerateRequest:
+    """The request of a queued job, from its job.json and upload (after a restart)."""
+    settings = dict(folder.record.get("settings") or {})
+    prompt = settings.pop("prompt", None)
+    request, _notes = GenerateRequest.from_saved(settings)
+    request.prompt = prompt
+    upload = folder.record.get("input")
+    if upload:
+        path = folder.path / upload
+        if not path.is_file():
+            raise InputError(f"its uploaded image {upload} is missing")
+        request.image_path = str(path)
+    return request
+
+
+def _clear_run_folder(run: Path) -> None:
+    if run.exists():
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _end_inner_records(run: Path, error: dict) -> None:
+    """Mark the pipeline's own job.json files under ``run`` failed when they still say queued/running."""
+    if not run.is_dir():
+        return
+    for path in run.iterdir():
+        try:
+            inner = JobFolder.open(path)
+            if inner.status not in TERMINAL:
+                inner.update(status="failed", error=dict(error), finished=time.time())
+        except (OSError, ValueError, KeyError):
+            continue
+
+
+def _bug_error(exc: BaseException) -> dict:
+    return {"message": f"internal error: {type(exc).__name__}: {exc}",
+            "fix": "this is a bug: please report it with the job folder's job.json",
+            "traceback": traceback.format_exc(limit=20)}
+
+
+def _startup_disk_error(exc: OSError, root: Path) -> OrbitMeshError:
+    error = disk_error(exc, f"the jobs folder {root}", DISK_FIX)
+    return error or InputError(f"cannot create the jobs folder {root}: {exc.strerror or exc}", fix=DISK_FIX)
 
 class RootLock:
     """An exclusive, process-lifetime lock on ``<root>/.serve.lock`` (released by the OS on exit)."""
@@ -362,15 +609,6 @@ class RootLock:
     def release(self) -> None:
         if not self._fh.closed:
             self._fh.close()  # closing the file drops the lock
-
-
-def _api_error(error: Any) -> dict | None:
-    """The contract's error object: {message, fix} (the traceback stays in job.json)."""
-    if not error:
-        return None
-    if isinstance(error, dict):
-        return {"message": error.get("message") or str(error), "fix": error.get("fix")}
-    return {"message": str(error), "fix": None}
 
 
 def _public_result(result: GenerateResult) -> dict:

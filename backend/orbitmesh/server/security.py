@@ -3,7 +3,7 @@
 The server is a local tool: by default it binds loopback only and trusts nobody else.
 Binding any other address needs ``--allow-remote`` *and* a token. Browsers are kept out
 too: a web page may POST a form to 127.0.0.1 (no CORS preflight for multipart), so a
-request carrying a foreign ``Origin`` is refused, and a foreign ``Host`` (DNS rebinding)
+request carrying a foreign or ``null`` ``Origin`` is refused, and a foreign ``Host`` (DNS rebinding)
 is refused while we listen on loopback.
 """
 
@@ -83,7 +83,7 @@ def _host_part(value: str) -> str:
 def check_origin(headers, *, loopback_only: bool) -> None:
     """Refuse browser requests from web pages (foreign Origin) and DNS-rebinding Host names."""
     origin = headers.get("Origin")
-    if origin is not None and origin != "null":
+    if origin is not None:  # "null" too: sandboxed iframes and some redirects send it, from any web page
         host = urlsplit(origin).hostname or ""
         if not (loopback_only and _is_literal_loopback(host)):
             raise ApiError(403, "forbidden_origin", f"requests from web pages ({origin}) are not accepted",

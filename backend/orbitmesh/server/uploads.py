@@ -59,15 +59,52 @@ def validate_image(data: bytes) -> tuple[str, tuple[int, int]]:
         return FORMATS[img.format], (w, h)
 
 
+MAX_JSON_DEPTH = 32  # settings are flat; anything deeper is an attack or a mistake
+
+
 def parse_settings_json(text: bytes | str, what: str = "settings") -> dict:
-    """A JSON object from a form field or a body; 400 for anything else."""
+    """A JSON object from a form field or a body; 400 for anything else (bad JSON, another type, nesting deeper
+    than MAX_JSON_DEPTH, integers too long to parse)."""
+    if _depth_exceeds(text, MAX_JSON_DEPTH):
+        raise bad_request(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep",
+                          fix='send a flat JSON object such as {"seed": 1, "texture_size": 1024}',
+                          code="invalid_json")
     try:
         value = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"{what} is not valid JSON: {exc}",
                           fix='send a JSON object such as {"seed": 1, "texture_size": 1024}',
                           code="invalid_json") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise bad_request(f"{what} holds a value that cannot be read: {str(exc)[:120]}",
+                          fix="send numbers of ordinary size (a seed fits in 64 bits)",
+                          code="invalid_settings") from None
     if not isinstance(value, dict):
         raise bad_request(f"{what} must be a JSON object, got {type(value).__name__}",
                           fix='send a JSON object such as {"seed": 1}', code="invalid_json")
     return value
+
+
+def _depth_exceeds(text: bytes | str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing, which recurses)."""
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
