@@ -19,14 +19,15 @@ pytestmark = pytest.mark.usefixtures("no_user_hub_cache")
 
 def test_every_entry_has_licence_commercial_flag_size_and_a_kind():
     entries = catalogue.models()
-    assert {e.kind for e in entries} == set(catalogue.KINDS) == {"lrm", "video", "text_to_image"}
+    assert {e.kind for e in entries} == set(catalogue.KINDS) == {"lrm", "video", "text_to_image",
+                                                                 "background_removal"}
     assert {"vfusion3d", "triposr", "tiny-random", "orbitmesh-preview", "sv3d_u", "sv3d_p",
             "stabilityai/sdxl-turbo"} <= {e.name for e in entries}
     for e in entries:
         assert e.licence and e.licence_url.startswith("https://"), e.name
         assert e.commercial in ("yes", "conditional", "no") and e.size_gb >= 0 and e.description, e.name
         assert bool(e.condition) == (e.commercial == "conditional"), e.name
-        assert e.source.builtin or e.source.bundled or e.hub_id, e.name
+        assert e.source.builtin or e.source.bundled or e.hub_id or e.source.url, e.name
         assert (e.architecture in ("vfusion3d", "triposr")) == (e.kind == "lrm"), e.name
     # one default per kind, of that kind
     for kind, name in catalogue.DEFAULTS.items():

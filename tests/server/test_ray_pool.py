@@ -122,6 +122,31 @@ def test_a_killed_worker_is_replaced_and_its_job_runs_again(pool, tmp_path, cpu_
         server.close()
 
 
+def test_batch_on_the_pool_gives_the_local_executors_meshes(pool, tmp_path, cpu_settings, object_image,
+                                                            small_request):
+    """`orbitmesh batch --ray local` (the module's pool) and the local executor: same seeds, same meshes."""
+    import trimesh
+
+    from orbitmesh.batch import run_batch
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i, colour in enumerate([(200, 60, 40), (40, 160, 60), (50, 70, 200), (180, 180, 40)]):
+        object_image(128, color=colour).save(folder / f"obj{i}.png")
+    settings = cpu_settings(tmp_path)
+    borrowed = SimpleNamespace(name=pool.name, workers=pool.workers, run=pool.run, close=lambda: None)
+    on_ray = run_batch([folder], tmp_path / "ray", dict(small_request), settings=settings, executor=borrowed)
+    local = run_batch([folder], tmp_path / "local", dict(small_request), settings=settings)
+    assert on_ray.done == local.done == 4
+    record = json.loads((tmp_path / "ray" / "batch.json").read_text())
+    assert len({item["worker"] for item in record["items"]}) == 2  # both workers took items
+    for name in (f"obj{i}" for i in range(4)):
+        a = trimesh.load(tmp_path / "ray" / f"{name}.glb", force="mesh")
+        b = trimesh.load(tmp_path / "local" / f"{name}.glb", force="mesh")
+        assert len(a.faces) == len(b.faces) and a.vertices.shape == b.vertices.shape
+        assert abs(a.vertices - b.vertices).max() < 1e-5
+
+
 def test_a_second_node_takes_jobs_too(tmp_path, cpu_settings, image, small_request, pool):
     """Two simulated nodes of one CPU each (``ray.cluster_utils.Cluster``): a worker on each, both run jobs."""
     from ray.cluster_utils import Cluster

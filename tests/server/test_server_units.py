@@ -120,6 +120,8 @@ def test_restart_queues_unfinished_jobs_again_in_order(tmp_path, cpu_settings, s
     running.write_bytes("upload.png", png())
     running.update(server=True, status="running", started=1.0, created=1.0, attempts=1, input="upload.png")
     (running.path / "run" / "partial").mkdir(parents=True)  # an interrupted attempt's files
+    partial = JobFolder.create(running.path / "run", "chair")
+    partial.update(status="running")
     twice = JobFolder.create(root, "vase", settings={"seed": 3, "prompt": "a vase"})
     twice.update(server=True, status="running", created=0.5, attempts=2)
     inner = JobFolder.create(twice.path / "run", "vase")
@@ -131,6 +133,8 @@ def test_restart_queues_unfinished_jobs_again_in_order(tmp_path, cpu_settings, s
     seen: list = []
     server = start_server(cpu_settings(tmp_path), ServerConfig(port=0), runner=recording_runner(seen))
     try:
+        cut = json.loads((partial.path / "job.json").read_text()) if partial.path.exists() else None
+        assert cut is None or cut["status"] == "failed"  # terminal at once, before the job runs again
         jobs = {job_id: _wait_finished(http_request, server.url, job_id)
                 for job_id in (running.id, queued.id, twice.id)}
         assert seen == [running.id, queued.id]  # the interrupted job first (it was older), then the queued one

@@ -15,7 +15,7 @@ from orbitmesh.cli import build_parser, main
 from orbitmesh.errors import InputError
 
 BENCH_NAMES = ["postprocess", "lrm", "reconstruction", "quality", "texture-projection", "refinement",
-               "text-to-image", "fast-texture"]
+               "text-to-image", "fast-texture", "batch"]
 
 
 def declared_actions(name: str) -> dict[str, argparse.Action]:
@@ -172,3 +172,16 @@ def test_fast_texture_scores_both_runs_of_an_object_with_exactly_the_issue_keys(
     assert 5 < result["input_psnr_before"] < 99 and 0 <= result["input_silhouette_iou_after"] <= 1
     assert result["seconds_before"] > 0 and "input-view PSNR" in format_table(result)
     assert json.loads(json.dumps(result)) == result
+
+
+def test_batch_bench_times_each_executor_with_the_issue_keys(tmp_path):
+    from orbitmesh.bench import batch
+
+    assert cli_bench.BATCH_EXECUTORS == batch.EXECUTORS
+    result = batch.run(items=2, executors=["local", "separate"], output_dir=str(tmp_path))
+    assert result["items"] == 2 and result["done_local"] == 2 and result["done_separate"] == 2
+    assert result["seconds_local"] > 0 and result["seconds_separate"] > 0 and "seconds_ray" not in result
+    assert len(list((tmp_path / "local").glob("*.glb"))) == 2 and len(list((tmp_path / "separate").glob("*.glb"))) == 2
+    assert "one process, model loaded once" in batch.format_table(result)
+    with pytest.raises(InputError, match="unknown executors"):
+        batch.run(executors=["gpu-cloud"])

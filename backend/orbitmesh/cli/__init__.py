@@ -17,8 +17,8 @@ from orbitmesh import __version__
 from orbitmesh.errors import JobCancelled, OrbitMeshError
 
 # Module names under orbitmesh.cli, in the order `orbitmesh --help` lists them.
-COMMAND_MODULES = ("generate", "demo_mesh", "doctor", "bench", "serve", "verify_reference", "orbit", "convert_sv3d",
-                   "train", "worker")
+COMMAND_MODULES = ("generate", "batch", "demo_mesh", "doctor", "bench", "serve", "verify_reference", "orbit",
+                   "convert_sv3d", "train", "worker", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

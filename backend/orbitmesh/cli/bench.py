@@ -39,6 +39,7 @@ class Bench:
 
 POSTPROCESS_PATHS = ("orbitmesh", "default-xatlas", "plain")  # orbitmesh.bench.postprocess.PATHS
 RECONSTRUCTION_MODELS = ("vfusion3d", "triposr")  # orbitmesh.bench.reconstruction.MODELS
+BATCH_EXECUTORS = ("local", "separate", "ray")  # orbitmesh.bench.batch.EXECUTORS
 
 # bench name -> its module and arguments, in the order `orbitmesh bench --help` lists them
 BENCHES: dict[str, Bench] = {
@@ -137,6 +138,17 @@ BENCHES: dict[str, Bench] = {
         arg("--freeze-decoder", action="store_true",
             help="optimise the planes only (default: planes + decoder MLP, lr 1e-3)"),
         arg("--device", default="cpu"),
+    )),
+    "batch": Bench("batch", "Batches: items per minute in one process (model loaded once), as separate generate "
+                            "processes, and on a local Ray pool; the Ray path's overhead per item.", (
+        arg("--items", type=int, default=12, help="tiny-random items (default 12)"),
+        arg("--workers", type=int, default=2, help="Ray pool workers (default 2)"),
+        arg("--mc-resolution", type=int, default=40),
+        arg("--texture-size", type=int, default=128),
+        arg("--target-faces", type=int, default=600),
+        arg("--executors", nargs="+", choices=BATCH_EXECUTORS, default=list(BATCH_EXECUTORS),
+            help="which to time (default: all; 'ray' needs orbitmesh[ray])"),
+        arg("--output-dir", default=None, help="keep the inputs and outputs here (default: a temp folder)"),
     )),
 }
 

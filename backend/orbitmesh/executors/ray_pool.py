@@ -89,11 +89,14 @@ class GenerateWorker:
 
     def run(self, key: str, request: GenerateRequest, settings: Settings, image: bytes | None,
             image_name: str | None) -> dict[str, Any]:
-        """Run one job in a temporary folder; return its job folder's files, or how it ended."""
+        """Run one job in a temporary folder; return its job folder's files, or how it ended (messages name the
+        caller's input path, not the temporary copy)."""
         from orbitmesh.pipeline.generate import generate
 
         tracker = self._jobs.setdefault(key, ProgressTracker())
         tmp = Path(tempfile.mkdtemp(prefix="orbitmesh-ray-"))
+        caller_path = request.image_path
+        local = lambda text: text.replace(request.image_path, caller_path) if text and caller_path else text
         try:
             with self._one_at_a_time:
                 tracker.raise_if_cancelled()  # cancelled while it waited for the device
@@ -112,10 +115,10 @@ class GenerateWorker:
             return {"status": "cancelled", "interrupted": isinstance(exc, JobInterrupted), "message": exc.message,
                     "worker": self.id}
         except OrbitMeshError as exc:
-            return {"status": "failed", "type": type(exc).__name__, "message": exc.message, "fix": exc.fix,
-                    "worker": self.id}
+            return {"status": "failed", "type": type(exc).__name__, "message": local(exc.message),
+                    "fix": local(exc.fix), "worker": self.id}
         except Exception as exc:  # a bug in a job: reported to the caller, the actor keeps serving
-            return {"status": "failed", "type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}",
+            return {"status": "failed", "type": type(exc).__name__, "message": local(f"{type(exc).__name__}: {exc}"),
                     "fix": "this is a bug: please report it with the server log",
                     "traceback": traceback.format_exc(limit=20), "worker": self.id}
         finally:
@@ -186,6 +189,7 @@ class RayExecutor:
     def _run_on(self, slot: int, request: GenerateRequest, settings: Settings,
                 tracker: ProgressTracker) -> GenerateResult:
         ray = self._ray
+        tracker.raise_if_cancelled()  # cancelled while it waited for a free worker
         actor = self._actors[slot]
         key = uuid.uuid4().hex
         image = Path(request.image_path).read_bytes() if request.image_path else None
@@ -234,12 +238,16 @@ class RayExecutor:
         tracker(event["stage"], event["step"], event["total"], event["message"])
 
     def _result(self, out: dict[str, Any], request: GenerateRequest, settings: Settings) -> GenerateResult:
+        error: OrbitMeshError | None = None
         if out["status"] == "cancelled":
-            raise JobInterrupted(out["message"]) if out["interrupted"] else JobCancelled(out["message"])
-        if out["status"] == "failed":
+            error = JobInterrupted(out["message"]) if out["interrupted"] else JobCancelled(out["message"])
+        elif out["status"] == "failed":
             if out.get("traceback"):
                 log.error("job failed on %s:\n%s", out["worker"], out["traceback"])
-            raise OrbitMeshError(out["message"], fix=out.get("fix"))
+            error = OrbitMeshError(out["message"], fix=out.get("fix"))
+        if error is not None:
+            error.worker = out["worker"]  # which worker it ended on (batch.json names it)
+            raise error
         job_dir = Path(settings.output_dir) / out["job"]
         for rel, data in out["files"].items():  # the job folder comes back to the caller's machine
             atomic.write_bytes(job_dir / rel, data)

@@ -2,7 +2,9 @@
 built-in fallback that models the background from the image border.
 
 Every remover returns a soft alpha ``(H, W) float32`` in [0, 1] at the source resolution.
-Nothing here downloads: rembg is used only when it is installed AND its model file exists.
+Nothing here downloads: rembg is used only when it is installed AND its model file exists: the
+model folder's copy (``<model_dir>/isnet-general-use/isnet-general-use.onnx``, what
+``orbitmesh models download isnet-general-use`` writes; :func:`rembg_model_in`), else rembg's own folder.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from orbitmesh.errors import InputError, ModelError
 
 REMOVERS = ("auto", "alpha", "rembg", "border", "none")
 REMBG_MODEL_NAME = "isnet-general-use"
-REMBG_FIX = (f"pip install 'rembg[cpu]' and put {REMBG_MODEL_NAME}.onnx in ~/.u2net (or $U2NET_HOME), "
-             "or set rembg_model_path; or use remover='border'")
+REMBG_FIX = (f"pip install 'rembg[cpu]' and run `orbitmesh models download {REMBG_MODEL_NAME}` (or put "
+             f"{REMBG_MODEL_NAME}.onnx in ~/.u2net or $U2NET_HOME), or set rembg_model_path; or use remover='border'")
 
 
 @dataclass
@@ -46,13 +48,31 @@ def alpha_is_meaningful(rgba: Image.Image) -> bool:
     return 0.005 <= transparent <= 0.999
 
 
-def rembg_model_file(model_path: str | os.PathLike | None = None) -> Path:
-    """Where rembg's isnet-general-use model is (or would be): ``model_path``, else rembg's own
-    location ``$U2NET_HOME`` (default ``$XDG_DATA_HOME/.u2net``, then ``~/.u2net``)."""
+def rembg_model_in(model_dir: str | os.PathLike | None) -> str | None:
+    """The isnet-general-use file in the model folder, in the catalogue's layout (what the model manager
+    writes), or None: what a job passes as ``rembg_model_path`` so preprocessing finds it there."""
+    if model_dir is None:
+        return None
+    from orbitmesh.models.catalogue import get
+
+    entry = get(REMBG_MODEL_NAME, "background_removal")
+    folder = entry.source.local_path(model_dir)
+    return str(folder / entry.files[0]) if folder is not None else None
+
+
+def rembg_model_file(model_path: str | os.PathLike | None = None,
+                     model_dir: str | os.PathLike | None = None) -> Path:
+    """Where rembg's isnet-general-use model is (or would be): ``model_path``, else the model folder's copy
+    (:func:`rembg_model_in`), else rembg's own location ``$U2NET_HOME`` (default ``$XDG_DATA_HOME/.u2net``,
+    then ``~/.u2net``)."""
+    from orbitmesh.models.catalogue import rembg_home
+
     if model_path:
         return Path(model_path).expanduser()
-    home = os.environ.get("U2NET_HOME") or os.path.join(os.environ.get("XDG_DATA_HOME", "~"), ".u2net")
-    return Path(home).expanduser() / f"{REMBG_MODEL_NAME}.onnx"
+    in_model_dir = rembg_model_in(model_dir)
+    if in_model_dir is not None:
+        return Path(in_model_dir)
+    return rembg_home() / f"{REMBG_MODEL_NAME}.onnx"
 
 
 def rembg_installed() -> bool:

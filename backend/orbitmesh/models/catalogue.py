@@ -9,10 +9,12 @@ under ``<model_dir>/hub``, the package itself) and never touches the network;
 ``how_to_get(model_dir)`` is the one-line fix shown when it is missing.
 
 Kinds: ``lrm`` (image -> triplane reconstruction), ``video`` (SV3D orbit views for quality
-mode) and ``text_to_image`` (prompt -> image, diffusers pipelines). doctor, the server's
-``/health`` and the loaders (:mod:`orbitmesh.models.registry`, :mod:`orbitmesh.models.text_to_image`,
-:mod:`orbitmesh.models.video.pipeline`) read this module. Importing it is cheap: no torch, no
-hub library.
+mode), ``text_to_image`` (prompt -> image, diffusers pipelines) and ``background_removal`` (rembg's
+IS-Net, cutting the object out before reconstruction; a plain URL download, not a hub repo). doctor,
+the server's ``/health``, the model manager (:mod:`orbitmesh.models.manager`) and the loaders
+(:mod:`orbitmesh.models.registry`, :mod:`orbitmesh.models.text_to_image`,
+:mod:`orbitmesh.models.video.pipeline`, :mod:`orbitmesh.imaging.background`) read this module.
+Importing it is cheap: no torch, no hub library.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from orbitmesh.errors import LicenceError, ModelError
 
-KINDS: dict[str, str] = {"lrm": "reconstruction", "video": "SV3D orbit-view", "text_to_image": "text-to-image"}
+KINDS: dict[str, str] = {"lrm": "reconstruction", "video": "SV3D orbit-view", "text_to_image": "text-to-image",
+                         "background_removal": "background removal"}
 # The model each kind uses when none is named: the real LRM preferred over the bundled preview,
 # the SV3D variant quality mode runs, the text-to-image model behind --prompt.
 DEFAULTS: dict[str, str] = {"lrm": "vfusion3d", "video": "sv3d_p", "text_to_image": "stabilityai/sdxl-turbo"}
@@ -66,6 +69,13 @@ def default_hub_cache() -> Path:
     return Path(home) / "hub"
 
 
+def rembg_home() -> Path:
+    """rembg's own model folder, where ``rembg`` itself downloads: ``$U2NET_HOME``, else
+    ``$XDG_DATA_HOME/.u2net``, else ``~/.u2net`` (as rembg's ``BaseSession.u2net_home``)."""
+    home = os.environ.get("U2NET_HOME") or os.path.join(os.environ.get("XDG_DATA_HOME", "~"), ".u2net")
+    return Path(home).expanduser()
+
+
 def hub_caches(kind: str, model_dir: str | os.PathLike | None) -> list[Path]:
     """The hub caches a kind's loader reads, in order: ``<model_dir>/hub`` (where the LRM and SV3D
     loaders download); for text-to-image also the user's own, where diffusers downloads."""
@@ -94,7 +104,10 @@ class Source:
 
     ``local``: paths under the model folder where a copy may be (folder or file); one counts when
     it holds one of ``local_marker`` (or, with no marker, when it exists). ``cache_marker``: the
-    file whose presence in a hub cache means the model was downloaded.
+    file whose presence in a hub cache means the model was downloaded. ``install``: the path of
+    ``local`` the model manager writes (default the first); a folder when there is a marker, else
+    the one file of ``files``. ``url``/``md5``: a model that is one file at a plain URL (not a hub
+    repo), with its published checksum.
     """
 
     hub_id: str | None = None
@@ -104,6 +117,18 @@ class Source:
     local_marker: tuple[str, ...] = ()
     bundled: str | None = None  # a folder inside the orbitmesh package
     builtin: bool = False  # made from code: nothing to download
+    install: str | None = None  # where `orbitmesh models download/install` puts it (one of local)
+    url: str | None = None  # a one-file model downloaded from this URL (files[0] is its name)
+    md5: str | None = None  # the published md5 of that file
+
+    @property
+    def install_path(self) -> str | None:
+        """The path under the model folder that the model manager writes, or None (nothing to download)."""
+        return self.install or (self.local[0] if self.local else None)
+
+    @property
+    def downloadable(self) -> bool:
+        return bool((self.hub_id or self.url) and self.install_path)
 
     def local_path(self, model_dir: str | os.PathLike | None) -> Path | None:
         """The first copy under the model folder (see ``local``), or None."""
@@ -202,7 +227,11 @@ class ModelEntry:
         return DEFAULTS.get(self.kind) == self.name
 
     def cached_file(self, model_dir: str | os.PathLike | None) -> Path | None:
-        """The download marker in a hub cache this kind's loader reads (see :func:`hub_caches`), or None."""
+        """The download marker in a hub cache this kind's loader reads (see :func:`hub_caches`), or None;
+        for background removal the model file in rembg's own folder (:func:`rembg_home`)."""
+        if self.kind == "background_removal":
+            path = rembg_home() / self.files[0] if self.files else None
+            return path if path is not None and path.is_file() else None
         for cache in hub_caches(self.kind, model_dir):
             hit = self.source.cached_file(cache)
             if hit is not None:
@@ -225,21 +254,28 @@ class ModelEntry:
             return f"{self.name} is built in: pass --model {self.name}"
         if self.source.bundled:
             return "reinstall orbitmesh, or train it: `orbitmesh train configs/preview.toml`"
+        manager = f"`orbitmesh models download {self.name}`"
         if self.kind == "text_to_image":
-            return diffusers_how_to_get(self.name, model_dir, self)
+            return f"run {manager}, or " + diffusers_how_to_get(self.name, model_dir, self)
         weights = self.files[0]
+        if self.kind == "background_removal":
+            return (f"licence {self.licence}: run {manager} (fetches {self.source.url}), or put {weights} in "
+                    f"{folder / str(self.source.install_path)} (or in rembg's folder $U2NET_HOME, default ~/.u2net)")
         if self.kind == "lrm":
-            return (f"download {self.name} with `orbitmesh generate IMAGE --model {self.name}` (fetches {self.hub_id}; "
-                    f"licence {self.licence}), or put its {' and '.join(self.files)} in {folder / self.name}, "
-                    f"or pass --model PATH; `--model tiny-random` checks the pipeline without a real model")
+            return (f"download {self.name} with {manager} or `orbitmesh generate IMAGE --model {self.name}` "
+                    f"(fetches {self.hub_id}; licence {self.licence}), or put its {' and '.join(self.files)} in "
+                    f"{folder / self.name}, or pass --model PATH; `--model tiny-random` checks the pipeline without "
+                    "a real model")
         gated = (" (gated: accept the licence on that page and log in with `hf auth login` or set HF_TOKEN)"
                  if self.gated else "")
-        return (f"licence {self.licence}: https://huggingface.co/{self.hub_id}{gated}; then run "
+        return (f"licence {self.licence}: https://huggingface.co/{self.hub_id}{gated}; then run {manager}, or "
                 f"`hf download {self.hub_id} {weights} --cache-dir {hub_cache_dir(folder)}` "
                 f"or put {weights} in {folder}")
 
     def licence_notice(self) -> str:
         url = f" ({self.licence_url})" if self.licence_url else ""
+        if self.source.url:  # not a hub repo
+            return f"{self.name} ({self.source.url}) is licensed {self.licence}{url}."
         gated = (" Gated on the hub: accept the licence on its page and log in (hf auth login)."
                  if self.gated else "")
         return f"{self.name} ({self.hub_id or 'built in'}) is licensed {self.licence}{url}.{gated}"
@@ -274,9 +310,10 @@ def _lrm(name: str, description: str, source: Source, **kw) -> ModelEntry:
 
 def _sv3d(name: str, description: str) -> ModelEntry:
     weights = f"{name}.safetensors"
-    # A converted folder (orbitmesh convert-sv3d), the SGM checkpoint file, or that file under sv3d/.
+    # A converted folder (orbitmesh convert-sv3d), the SGM checkpoint file, or that file under sv3d/
+    # (where the model manager puts it).
     source = Source(hub_id="stabilityai/sv3d", files=(weights,), cache_marker=weights,
-                    local=(name, weights, f"sv3d/{weights}"))
+                    local=(name, weights, f"sv3d/{weights}"), install=f"sv3d/{weights}")
     return ModelEntry(name, "video", description, source, licence=_SAI,
                       licence_url="https://huggingface.co/stabilityai/sv3d",
                       commercial="conditional", condition=SAI_CONDITION, size_gb=9.4, gated=True)
@@ -292,6 +329,9 @@ def _t2i(hub_id: str, description: str, licence: str, commercial: str, size_gb: 
 
 
 _OURS = "Apache-2.0 (part of OrbitMesh)"
+# rembg's IS-Net download (rembg/sessions/dis_general_use.py: the URL and md5 rembg itself checks).
+REMBG_URL = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/isnet-general-use.onnx"
+REMBG_MD5 = "fc16ebd8b0c10d971d3513d564d01e29"
 _ENTRIES = (
     _lrm("vfusion3d", "VFusion3D (Meta): the released image-to-3D LRM, DINOv2-base + 16x1024 transformer",
          Source(hub_id="facebook/vfusion3d", files=("model.safetensors", "config.json"),
@@ -327,6 +367,14 @@ _ENTRIES = (
          TextToImageDefaults("sdxl", 30, 6.0, 1024, 7.0)),
     _t2i("black-forest-labs/FLUX.1-schnell", "12B parameters: needs offload below 24 GB", "Apache-2.0", "yes", 34.0,
          TextToImageDefaults("turbo", 4, 0.0, 1024, 24.0, fp16_variant=False)),
+    # IS-Net (DIS, Qin et al.): the DIS repository, which released these weights, is Apache-2.0 (its DIS5K
+    # training data has separate terms of use); rembg (MIT) redistributes the ONNX export.
+    ModelEntry("isnet-general-use", "background_removal",
+               "IS-Net general use (via rembg): cuts the object out of a photo before reconstruction; optional, "
+               "a built-in border-colour fallback runs without it (needs `pip install rembg`)",
+               Source(files=("isnet-general-use.onnx",), local=("isnet-general-use",),
+                      local_marker=("isnet-general-use.onnx",), url=REMBG_URL, md5=REMBG_MD5),
+               licence="Apache-2.0", licence_url="https://github.com/xuebinqin/DIS", commercial="yes", size_gb=0.18),
 )
 CATALOGUE: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
 

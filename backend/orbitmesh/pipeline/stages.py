@@ -60,9 +60,11 @@ def _text_to_image(env: StageEnv) -> Stage:
 
 
 def _preprocess(env: StageEnv) -> Stage:
+    from orbitmesh.imaging.background import rembg_model_in
     from orbitmesh.pipeline.preprocess import PreprocessConfig, PreprocessStage
 
-    return PreprocessStage(PreprocessConfig())
+    # rembg's model from the model folder when the model manager put it there (preprocessing never downloads)
+    return PreprocessStage(PreprocessConfig(rembg_model_path=rembg_model_in(env.settings.model_dir)))
 
 
 def _orbit(env: StageEnv) -> Stage:

@@ -175,6 +175,32 @@ def create_app(server: OrbitMeshServer) -> Any:
         return FileResponse(path, media_type=ctype, filename=name, content_disposition_type="attachment",
                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
+    @app.get("/models", summary="every model of the catalogue: kind, licence, commercial use, size, available")
+    def list_models() -> JSONResponse:
+        from orbitmesh.models.manager import models_json
+
+        rows = models_json(server.settings.model_dir)
+        for row in rows:
+            for key in ("path", "location"):
+                if isinstance(row.get(key), str):
+                    row[key] = manager.redact(row[key])
+        return _json(200, {"models": rows})
+
+    @app.post("/models/{name:path}/download", status_code=202,
+              summary="download a catalogue model into the server's model folder (a job: progress, cancel)")
+    def download_model(name: str, request: Request) -> JSONResponse:
+        job = start_download(server, manager, name, client=request.client.host if request.client else None)
+        return _json(202, {"id": job.id, "status": "running"}, headers={"Location": f"/jobs/{job.id}"})
+
+    @app.post("/models/{name:path}/remove", summary="remove a model the manager placed in the model folder")
+    def remove_model(name: str, request: Request) -> JSONResponse:
+        from orbitmesh.models import manager as models
+
+        _check_model_client(server, name, request.client.host if request.client else None)
+        result = models.remove(name, server.settings.model_dir)
+        return _json(200, {"name": result.name, "removed": result.removed is not None,
+                           "freed_bytes": result.freed_bytes})
+
     @app.get("/jobs/{job_id}/events", summary="server-sent events: the job object on every change")
     async def job_events(job_id: str) -> StreamingResponse:
         job = _job(manager, job_id)
@@ -281,6 +307,37 @@ def _submit_prompt(manager: JobManager, body: bytes) -> ServerJob:
                               "as multipart/form-data", code="invalid_settings")
     request, commercial_only = manager.prepare(values, prompt=prompt)
     return manager.submit(request, name=prompt, commercial_only=commercial_only)
+
+
+def _check_model_client(server: OrbitMeshServer, name: str, client: str | None) -> None:
+    """404 for a name outside the catalogue; 403 for a remote client unless --allow-remote-downloads."""
+    from orbitmesh.models import catalogue
+
+    if name not in catalogue.CATALOGUE:
+        raise not_found(f"no model {name!r} in the catalogue", fix="GET /models lists the names")
+    if not server.config.allow_remote_downloads and not (client and security.is_loopback(client)):
+        raise ApiError(403, "forbidden_download", "model downloads and removals are only for clients on the "
+                       "server's machine", fix="use `orbitmesh models` on the server, or restart it with "
+                                               "--allow-remote-downloads")
+
+
+def start_download(server: OrbitMeshServer, manager: JobManager, name: str, *, client: str | None) -> ServerJob:
+    """A download job for catalogue model ``name`` (the licence is taken as accepted: the client showed it).
+    Remote clients may start one only on a server started with --allow-remote-downloads."""
+    from orbitmesh.models import manager as models
+
+    _check_model_client(server, name, client)
+    model_dir = server.settings.model_dir
+
+    def task(tracker) -> dict:
+        tracker.plan(["download"], [1.0])
+        relay = lambda ev: tracker("download", int(ev["done_bytes"]), int(ev["total_bytes"] or 0),
+                                   f"{ev.get('phase', 'download')} {ev.get('file') or ''}".strip())
+        result = models.download(name, model_dir, progress=relay, cancel=lambda: tracker.cancelled, confirm=True)
+        return {key: manager.redact(value) if isinstance(value, str) else value
+                for key, value in result.to_dict().items()}
+
+    return manager.start_task("download", f"download {name}", task, settings={"model": name})
 
 
 # ----- answers -------------------------------------------------------------------------------------

@@ -24,4 +24,5 @@ class ServerConfig:
     limits: JobLimits = JobLimits()
     retention: Retention = Retention()
     allow_model_paths: bool = False
+    allow_remote_downloads: bool = False  # POST /models/{name}/download from other machines
     access_log: bool = True

@@ -42,8 +42,11 @@ log = logging.getLogger("orbitmesh.server")
 CLIENT_SETTINGS = tuple(settings_spec())
 RUN_DIR = "run"
 # Keys of the record that make up the API's job object (plus "files").
-API_KEYS = ("id", "name", "status", "stage", "step", "total", "message", "eta_s", "progress", "error",
+API_KEYS = ("id", "name", "kind", "status", "stage", "step", "total", "message", "eta_s", "progress", "error",
             "settings", "created", "started", "finished", "result", "commercial_only")
+GENERATE = "generate"  # the kind of a generation job; other kinds are tasks (a model download) beside the queue
+# A task: given the job's tracker (progress, cancel), do the work and return the job's result.
+Task = Callable[[ProgressTracker], dict]
 
 COMMERCIAL_ONLY = "commercial_only"  # a per-job key beside the settings: it can only turn the check on
 
@@ -180,6 +183,46 @@ class JobManager:
             self._touch(job)
         return job
 
+    def start_task(self, kind: str, name: str, task: Task, *, settings: dict | None = None) -> ServerJob:
+        """A job that is not a generation (``kind``, e.g. "download"): its own thread at once, beside the GPU
+        queue, with the same record, events, cancel and retention as any job. 507 when no folder can be made."""
+        if self._stopping:
+            raise ApiError(503, "shutting_down", "the server is stopping and takes no new jobs",
+                           fix="ask again once the server has restarted")
+        try:
+            folder = JobFolder.create(self.root, name, settings=settings or {})
+            folder.update(server=True, kind=kind, created=time.time(), stage=None, step=0, total=0,
+                          message="starting", eta_s=None, progress=0.0, started=time.time(), finished=None,
+                          result=None, status="running")
+        except OSError as exc:
+            error = disk_error(exc, "the jobs folder", DISK_FIX)
+            if error is None:
+                raise
+            raise ApiError(507, "insufficient_storage", error.message, fix=error.fix) from None
+        job = ServerJob(folder)
+        job.tracker.listener = lambda event: self._on_progress(job, event)
+        with self._cond:
+            self._jobs[job.id] = job
+            self._touch(job)
+        threading.Thread(target=self._run_task, args=(job, task), name=f"orbitmesh-{kind}", daemon=True).start()
+        return job
+
+    def _run_task(self, job: ServerJob, task: Task) -> None:
+        try:
+            result = task(job.tracker)
+        except JobInterrupted:
+            self._finish(job, "failed", error={"message": "the server stopped during this task",
+                                               "fix": "start it again (a download resumes where it stopped)"})
+        except JobCancelled:
+            self._finish(job, "cancelled", error={"message": "cancelled by the user", "fix": None})
+        except OrbitMeshError as exc:
+            self._finish(job, "failed", error={"message": exc.message, "fix": exc.fix})
+        except BaseException as exc:  # noqa: B036 - a bug in a task ends that task, never the server
+            log.error("task %s crashed:\n%s", job.id, traceback.format_exc())
+            self._finish(job, "failed", error=_bug_error(exc))
+        else:
+            self._finish(job, "done", result=result)
+
     def commercial_only(self, asked: bool = False) -> bool:
         """Whether a job runs commercial-only: the server's setting (``serve --commercial-only``, the config
         key or ORBITMESH_COMMERCIAL_ONLY; a client cannot turn it off) or the client's request."""
@@ -247,6 +290,7 @@ class JobManager:
         with self._cond:
             rec = job.folder.record
             out = {k: rec.get(k) for k in API_KEYS}
+            out["kind"] = out["kind"] or GENERATE
             out["error"] = self._api_error(rec.get("error"))
             out["cancel_requested"] = job.tracker.cancelled and rec["status"] == "running"
             version = job.version
@@ -507,6 +551,10 @@ class JobManager:
     def _recover(self, job: ServerJob) -> None:
         rec = job.folder.record
         was_running = rec["status"] == "running"
+        if rec.get("kind", GENERATE) != GENERATE:  # a task (a download) is asked for again, not re-run
+            self._finish(job, "failed", error={"message": f"the server stopped during this {rec['kind']}",
+                                               "fix": "start it again (a download resumes where it stopped)"})
+            return
         if was_running and int(rec.get("attempts") or 1) >= MAX_ATTEMPTS:
             self._finish(job, "failed", error=dict(INTERRUPTED_TWICE))
             _end_inner_records(job.folder.path / RUN_DIR, INTERRUPTED_TWICE)
@@ -517,6 +565,9 @@ class JobManager:
             self._finish(job, "failed", error={"message": f"cannot run again after a restart: {exc.message}",
                                                "fix": "submit the job again"})
             return
+        if was_running:  # the interrupted attempt's own record ends too (its files go when the job runs again)
+            _end_inner_records(job.folder.path / RUN_DIR, {"message": "interrupted: the server stopped; the job "
+                                                                      "runs again", "fix": None})
         rec.update(status="queued", stage=None, step=0, total=0, progress=0.0, eta_s=None, started=None,
                    message="queued again after an interrupted run" if was_running else "queued")
         self._save(job)
@@ -528,7 +579,9 @@ class JobManager:
         with self._cond:
             self._stopping = True
             self._queue.clear()
-            for job in self._running:
+            tasks = [job for job in self._jobs.values()
+                     if job.folder.record.get("kind", GENERATE) != GENERATE and job.status == "running"]
+            for job in self._running + tasks:
                 job.tracker.cancel(JobInterrupted())
             self._cond.notify_all()
         if self.on_change is not None:
