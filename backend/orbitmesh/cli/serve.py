@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     limits.add_argument("--allow-model-paths", action="store_true",
                         help="let clients name any model path or hub id (default: catalogue names and folders "
                              "inside the model folder only)")
+    limits.add_argument("--allow-remote-downloads", action="store_true",
+                        help="let remote clients start model downloads (POST /models/NAME/download; default: "
+                             "only clients on this machine)")
     server = parser.add_argument_group("connections and the jobs folder")
     server.add_argument("--max-connections", type=int, default=ServerConfig.max_connections,
                         help=f"open connections at most, event streams included (default "
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                           max_upload_bytes=int(args.max_upload_mb * 2**20), default_model=args.model,
                           max_connections=args.max_connections, limits=limits, allow_model_paths=args.allow_model_paths,
                           retention=Retention(keep_jobs=args.keep_jobs, max_disk_gb=args.max_disk_gb),
-                          access_log=not args.quiet)
+                          allow_remote_downloads=args.allow_remote_downloads, access_log=not args.quiet)
     executor = make_executor(args.ray, args.workers) if args.ray or args.workers else None
     try:
         server = make_server(settings, config, executor=executor)
