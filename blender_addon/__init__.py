@@ -11,10 +11,12 @@ Layout (as glTF-Blender-IO keeps ``io/`` apart from ``blender/``):
 * ``contract.py``   -- generated from the backend's ``GenerateRequest`` (``python build.py --write-contract``).
 * ``core/``         -- bpy-free: errors, version, settings, HTTP client, backends (and the warm
   In-Blender worker, ``core/worker.py``), job list, session state (running jobs, last health, server
-  process, workers), status line, PNG encoding, placement.
+  process, workers), status line, models (list, download, remove: ``core/models.py``), PNG encoding,
+  placement.
 * ``properties.py``, ``preferences.py``, ``panels.py`` -- Blender UI and data.
 * ``ops_generate.py`` (generate, cancel), ``ops_server.py`` (status check, start/stop server),
-  ``ops_jobs.py`` (re-import, open folder, regenerate, remove), ``ops_common.py`` (shared helpers).
+  ``ops_jobs.py`` (re-import, open folder, regenerate, remove), ``ops_models.py`` (the Models box's
+  refresh, download, cancel, remove; the panel's model menu), ``ops_common.py`` (shared helpers).
 * ``importer.py`` (GLB into the scene), ``images.py`` (an image datablock as a file).
 
 The bpy modules are imported in ``register`` so that ``core`` stays importable (and testable)
@@ -23,8 +25,8 @@ without Blender.
 
 from __future__ import annotations
 
-# Registration order; unregistered in reverse (jobs are cancelled before the server stops).
-_MODULES = ("properties", "preferences", "ops_server", "ops_generate", "ops_jobs", "panels")
+# Registration order; unregistered in reverse (jobs and child downloads are stopped before the server stops).
+_MODULES = ("properties", "preferences", "ops_server", "ops_generate", "ops_jobs", "ops_models", "panels")
 
 
 def _modules():

@@ -1,8 +1,10 @@
 """The "OrbitMesh" sidebar tab of the 3D Viewport: source, settings, Generate, progress, jobs.
 
-``draw_main`` / ``draw_jobs`` take any layout so tests can drive them with a recording stub.
-Drawing never does I/O beyond loading thumbnails (the backend status comes from a cached check).
-The settings drawn are the contract's panel settings, in contract order (:func:`draw_settings`).
+``draw_main`` / ``draw_jobs`` / ``draw_model_menu`` take any layout so tests can drive them with a recording
+stub. Drawing never does I/O beyond loading thumbnails (the backend status and the model list come from a
+cached check). The settings drawn are the contract's panel settings, in contract order
+(:func:`draw_settings`); the reconstruction model gets a menu of the backend's models (the available ones
+first) and a line saying which model a job will use.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import os
 import bpy
 
 from . import preferences as prefs_mod
+from .core import health, models, session
 from .core import jobs as joblist
-from .core import session
 from .core import settings as contract_settings
 
 STATUS_ICONS = {"submitting": "TIME", "queued": "TIME", "running": "PLAY", "done": "CHECKMARK",
@@ -67,7 +69,53 @@ def draw_status(layout, context) -> None:
                      icon="PLAY")
 
 
-def draw_settings(layout, panel, st) -> None:
+def backend_rows(prefs) -> list[dict]:
+    """The configured backend's model rows: its last model list, else its last health check's."""
+    backend = "server" if prefs.backend == "SERVER" else "inprocess"
+    return models.VIEW.rows_for(backend, session.LAST_HEALTH.get(backend))[0]
+
+
+def draw_model_menu(layout, context, setting: str = "model") -> None:
+    """The models of the setting's kind: the backend's default, the available ones, then those not downloaded."""
+    prefs = prefs_mod.get_prefs(context)
+    st = context.window_manager.orbitmesh_state
+    rows = models.menu_rows(backend_rows(prefs), models.MENU_KINDS[setting])
+    default = f"Backend Default ({st.default_model})" if st.default_model else "Backend Default"
+    op = layout.operator("orbitmesh.use_model", text=default, icon="SETTINGS")
+    op.setting, op.value = setting, ""
+    if not rows:
+        layout.label(text="Check Backend to list the models", icon="INFO")
+        return
+    available = [r for r in rows if r.get("available")]
+    missing = [r for r in rows if not r.get("available")]
+    layout.separator()
+    if not available:
+        layout.label(text="No model downloaded", icon="INFO")
+    for row in available:
+        mark = health.COMMERCIAL_MARKS.get(str(row.get("commercial")))
+        op = layout.operator("orbitmesh.use_model", text=str(row["name"]) + (f" ({mark})" if mark else ""),
+                             icon="CHECKMARK")
+        op.setting, op.value = setting, str(row["name"])
+    if missing:
+        layout.separator()
+        layout.label(text="Not downloaded (Preferences > Add-ons > OrbitMesh > Models)")
+        for row in missing:
+            op = layout.operator("orbitmesh.use_model", text=f"{row['name']} ({models.size_text(row.get('size_gb'))})",
+                                 icon="IMPORT")
+            op.setting, op.value = setting, str(row["name"])
+
+
+def draw_job_model(layout, panel, st, prefs, setting: str = "model") -> None:
+    """'A job will use: triposr' (+ backend default / not downloaded / refused under commercial use only)."""
+    name, note = models.job_model(getattr(panel, setting), backend_rows(prefs), st.default_model,
+                                  prefs.commercial_only)
+    row = layout.row()
+    row.alert = "not downloaded" in note or "commercial" in note
+    text = f"A job will use: {name} ({note})" if name and note else f"A job will use: {name or note}"
+    row.label(text=text, icon="ERROR" if row.alert else "INFO")
+
+
+def draw_settings(layout, panel, st, prefs=None) -> None:
     """Each panel setting of the contract: a choice as a row of buttons, the rest in a column; then Size."""
     offered = set(st.modes.split(",")) if st.modes else None  # the modes the backend has (None: unknown)
     col = None
@@ -84,7 +132,13 @@ def draw_settings(layout, panel, st) -> None:
         col = col or layout.column(align=True)
         if s["type"] == "str" and s["optional"]:  # empty: the backend's default, shown as a placeholder
             hint = st.default_model if name == "model" else ""
-            col.prop(panel, name, text=s["label"], placeholder=hint or "backend default")
+            if name in MODEL_MENUS and prefs is not None:
+                row = col.row(align=True)
+                row.prop(panel, name, text=s["label"], placeholder=hint or "backend default")
+                row.menu(MODEL_MENUS[name], text="", icon="DOWNARROW_HLT")
+                draw_job_model(col, panel, st, prefs, name)
+            else:
+                col.prop(panel, name, text=s["label"], placeholder=hint or "backend default")
         else:
             col.prop(panel, name)
     (col or layout.column(align=True)).prop(panel, "size")
@@ -103,7 +157,7 @@ def draw_main(layout, context) -> None:
     else:
         layout.prop(panel, "prompt", text="")
 
-    draw_settings(layout, panel, st)
+    draw_settings(layout, panel, st, prefs_mod.get_prefs(context))
 
     row = layout.row()
     row.scale_y = 1.5
@@ -167,6 +221,19 @@ def draw_jobs(layout, context) -> None:
     layout.operator("orbitmesh.remove_job", text="Clear Finished", icon="TRASH").job_id = ""
 
 
+class ORBITMESH_MT_models(bpy.types.Menu):
+    """The reconstruction models of the backend, the available ones first"""
+
+    bl_idname = "ORBITMESH_MT_models"
+    bl_label = "Reconstruction Model"
+
+    def draw(self, context):
+        draw_model_menu(self.layout, context, "model")
+
+
+MODEL_MENUS = {"model": ORBITMESH_MT_models.bl_idname}  # a panel setting -> its menu (models.MENU_KINDS)
+
+
 class VIEW3D_PT_orbitmesh(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
@@ -188,7 +255,7 @@ class VIEW3D_PT_orbitmesh_jobs(bpy.types.Panel):
         draw_jobs(self.layout, context)
 
 
-CLASSES = (VIEW3D_PT_orbitmesh, VIEW3D_PT_orbitmesh_jobs)
+CLASSES = (ORBITMESH_MT_models, VIEW3D_PT_orbitmesh, VIEW3D_PT_orbitmesh_jobs)
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
 
 

@@ -1,5 +1,6 @@
 """Add-on preferences: which backend, where it is, models, device, commercial use only, how long the In-Blender
-backend stays loaded; plus helpers to build a backend."""
+backend stays loaded, and the Models box (every model of the backend: kind, licence, size, status; Download,
+Cancel, Remove); plus helpers to build a backend."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from .core import backends, session, worker
+from .core import backends, models, session, worker
 from .core.client import DEFAULT_URL
 from .core.errors import AddonError
 
@@ -69,6 +70,7 @@ class OrbitMeshPreferences(bpy.types.AddonPreferences):
     release_after_minutes: IntProperty(
         name="Release After (minutes)", default=2, min=1, max=1440, update=_retire_workers,
         description="Idle minutes before the loaded model and GPU memory are freed (shorter than Keep Loaded)")
+    show_models: BoolProperty(name="Models", default=True, description="Show the backend's models")
 
     def draw(self, context) -> None:
         draw_preferences(self.layout, self, context)
@@ -107,6 +109,83 @@ def draw_preferences(layout, prefs, context) -> None:
     row = layout.row()
     row.label(text=state.status_line, icon="CHECKMARK" if state.status_ok else "ERROR")
     row.operator("orbitmesh.refresh_status", text="", icon="FILE_REFRESH")
+    draw_models_box(layout, prefs)
+
+
+def draw_models_box(layout, prefs) -> None:
+    """Every model of the configured backend, grouped by kind: name, licence and commercial use, size, status
+    (available / not downloaded / partial / downloading NN%) and its buttons. Reads only cached data."""
+    view = models.VIEW
+    backend = "server" if prefs.backend == "SERVER" else "inprocess"
+    box = layout.box()
+    header = box.row()
+    header.prop(prefs, "show_models", icon="TRIA_DOWN" if prefs.show_models else "TRIA_RIGHT", emboss=False)
+    running = sum(view.state_of(name, backend) is not None for name in view.downloads)
+    if running:
+        header.label(text=f"{running} downloading", icon="SORTTIME")
+    header.operator("orbitmesh.models_refresh", text="", icon="FILE_REFRESH")
+    if not prefs.show_models:
+        return
+    rows, listed = view.rows_for(backend, session.LAST_HEALTH.get(backend))
+    if view.loading:
+        box.label(text="listing the models...", icon="TIME")
+    if view.backend == backend and view.error:
+        sub = box.column(align=True)
+        sub.alert = True
+        sub.label(text=view.error["message"], icon="ERROR")
+        if view.error.get("fix"):
+            sub.label(text="Fix: " + view.error["fix"], icon="INFO")
+    if not rows:
+        box.label(text="No models listed yet: press Refresh", icon="INFO")
+        return
+    if not listed:
+        box.label(text="From the last backend check: Refresh for partial downloads and Remove", icon="INFO")
+    kind = None
+    col = box.column()
+    for row in models.sorted_rows(rows):
+        if row.get("kind") != kind:
+            kind = row.get("kind")
+            col.label(text=models.KIND_LABELS.get(str(kind), str(kind)), icon=models.KIND_ICONS.get(str(kind), "DOT"))
+        draw_model_row(col, row, view.state_of(str(row["name"]), backend), listed=listed)
+
+
+def draw_model_row(layout, row: dict, state, *, listed: bool) -> None:
+    """One model: name | licence, commercial use | size | status and buttons; its last outcome below."""
+    name = str(row["name"])
+    running = state is not None and not state.terminal
+    line = layout.row()
+    split = line.split(factor=0.3)
+    split.label(text=name + (" (default)" if row.get("default") else ""))
+    split = split.split(factor=0.45)
+    sub = split.row()
+    sub.alert = row.get("commercial") == "no"
+    sub.label(text=models.licence_text(row))
+    split = split.split(factor=0.22)
+    split.label(text=models.size_text(row.get("size_gb")))
+    cell = split.row(align=True)
+    status = models.status_text(row, state if running else None)
+    if running:
+        cell.progress(factor=state.progress, type="BAR", text=status)
+        cell.operator("orbitmesh.model_cancel", text="", icon="CANCEL").model = name
+        return
+    cell.label(text=status, icon="CHECKMARK" if row.get("available") else "IMPORT")
+    downloadable = row.get("downloadable", not row.get("available")) and not row.get("available")
+    if downloadable:
+        cell.operator("orbitmesh.model_download", text="Resume" if row.get("partial_bytes") else "Download",
+                      icon="IMPORT").model = name
+    if listed and (row.get("managed") or row.get("partial_bytes")):
+        cell.operator("orbitmesh.model_remove", text="", icon="TRASH").model = name
+    if state is None:
+        return
+    note = layout.column(align=True)
+    if state.error:
+        note.alert = True
+        what = "download failed" if state.message != "remove failed" else "remove failed"
+        note.label(text=f"{name}: {what}: {state.error.get('message') or '?'}", icon="ERROR")
+        if state.error.get("fix"):
+            note.label(text="Fix: " + str(state.error["fix"]), icon="INFO")
+    elif state.status == "cancelled" or state.message != "done":
+        note.label(text=f"{name}: {state.message}", icon="INFO")
 
 
 def get_prefs(context=None):

@@ -10,6 +10,7 @@
 * :mod:`.health`    -- the status line and panel values from a ``/health`` answer.
 * :mod:`.png`       -- pixels -> sRGB RGBA bytes -> PNG (standard library and numpy).
 * :mod:`.placement` -- the scale and offset that put an imported mesh on the ground, at its size.
+* :mod:`.models`    -- the model manager through either backend: list, download (progress, cancel), remove.
 
 The Blender half (properties, preferences, panels, operators, the importer) lives in the
 package root and imports from here, never the other way round. Nothing here imports torch.

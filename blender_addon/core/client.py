@@ -72,6 +72,12 @@ def encode_multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, 
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
+def model_url_path(name: str, action: str = "") -> str:
+    """``/models/<name>[/<action>]`` with each segment of ``name`` percent-encoded but its ``/`` kept (hub ids)."""
+    path = "/models/" + "/".join(urllib.parse.quote(seg, safe="") for seg in name.split("/"))
+    return path + (f"/{action}" if action else "")
+
+
 class Client:
     """One server. Methods return parsed JSON (dicts) or raise :class:`ServerError`."""
 
@@ -156,6 +162,18 @@ class Client:
 
     def cancel(self, job_id: str) -> dict:
         return self._json("POST", f"/jobs/{urllib.parse.quote(job_id, safe='')}/cancel", body=b"")
+
+    def models(self, timeout: float | None = None) -> list[dict]:
+        """``GET /models``: every catalogue model with kind, licence, size and whether it is available."""
+        return self._json("GET", "/models", timeout=timeout).get("models", [])
+
+    def download_model(self, name: str) -> dict:
+        """``POST /models/{name}/download``: starts a download job ({"id", "status"}; follow it as a job)."""
+        return self._json("POST", model_url_path(name, "download"), body=b"")
+
+    def remove_model(self, name: str, timeout: float | None = None) -> dict:
+        """``POST /models/{name}/remove``: {"name", "removed", "freed_bytes"}."""
+        return self._json("POST", model_url_path(name, "remove"), body=b"", timeout=timeout)
 
     def download(self, job_id: str, name: str, dest: str | os.PathLike) -> Path:
         """Fetch one of the job's files to ``dest`` atomically (temp file + rename)."""

@@ -6,6 +6,16 @@ folder (resumable, verified, moved into place when complete); ``install NAME PAT
 already on disk; ``remove NAME [--yes]`` deletes what the manager placed; ``path NAME`` prints where a model
 is (exit 1 when it is not here). Every action takes ``--model-dir`` and ``--config``. Nothing heavy is
 imported to build the parser.
+
+For programs (the Blender add-on's In-Blender backend runs these in a child process):
+
+- ``download NAME... --yes --progress jsonl``: only JSON lines on stdout (the licence notice goes to stderr):
+  ``{"event": "progress", "name", "file", "done_bytes", "total_bytes", "phase", ...}`` per progress update,
+  then per model ``{"event": "done", "name", "status", "path", "bytes_fetched", "files"}``; on an error
+  ``{"event": "failed", "name", "message", "fix"}`` (exit 2); Ctrl-C or SIGTERM ``{"event": "cancelled",
+  "name", "message"}`` (exit 130 / 143). An interrupted download always keeps its partial data and resumes.
+- ``remove NAME --yes --json``: one line ``{"name", "removed": bool, "freed_bytes"}`` (the server's answer);
+  an error adds ``"error": {"message", "fix"}`` (exit 2).
 """
 
 from __future__ import annotations
@@ -13,11 +23,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from typing import Any, Iterator
 
 ACTIONS = ("list", "download", "install", "remove", "path")
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM (as `orbitmesh generate`)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, to unwind a download exactly as Ctrl-C does (partial data kept)."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="+", metavar="NAME", help="model name(s) as `orbitmesh models list` shows them")
     p.add_argument("--yes", "-y", action="store_true", help="accept the licence(s) without asking (needed when "
                                                             "stdin is not a terminal)")
+    p.add_argument("--progress", choices=("bar", "jsonl"), default="bar",
+                   help="a progress bar/lines on stderr, or JSON lines on stdout (progress, done, failed, "
+                        "cancelled events; for programs)")
     _common(p)
     p.set_defaults(func=run_download)
 
@@ -59,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("remove", help="delete a model the manager placed (and any partial download of it)")
     p.add_argument("name", metavar="NAME", help="model name")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.add_argument("--json", action="store_true", help='print one JSON line {"name", "removed", "freed_bytes"}')
     _common(p)
     p.set_defaults(func=run_remove)
 
@@ -190,33 +210,117 @@ def _ask(question: str, *, yes: bool, refused: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _emit(obj: dict[str, Any]) -> None:
+    """One JSON line on stdout (--progress jsonl, --json)."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(terminated: list[bool]) -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a terminated download unwinds
+    as Ctrl-C does: the bytes written so far stay in ``.partial`` and the next download resumes from them."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if not terminated:  # once: a second SIGTERM must not break the unwinding of the first
+            terminated.append(True)
+            raise Terminated("terminated (SIGTERM)")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): SIGTERM keeps its default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _kept_message(name: str, model_dir) -> str:
+    from orbitmesh.models import manager
+
+    return (f"the partial download is kept in {model_dir / manager.PARTIAL_DIR} and resumes with "
+            f"`orbitmesh models download {name}`")
+
+
 def run_download(args: argparse.Namespace) -> int:
+    if args.progress == "jsonl":
+        return _download_jsonl(args)
     from orbitmesh.models import manager
 
     model_dir = _model_dir(args)
     plans = [manager.plan(name, model_dir) for name in dict.fromkeys(args.names)]  # every name checked first
-    for the_plan in plans:
-        if the_plan.available:
-            print(f"{the_plan.name} is already available: {the_plan.path}")
-            continue
-        print(the_plan.notice())
+    terminated: list[bool] = []
+    with _sigterm_as_interrupt(terminated):
+        for the_plan in plans:
+            if the_plan.available:
+                print(f"{the_plan.name} is already available: {the_plan.path}")
+                continue
+            print(the_plan.notice())
 
-        def confirm(p: manager.DownloadPlan) -> bool:
-            return _ask(f"Accept the licence ({p.licence}) and download {p.name}?", yes=args.yes,
-                        refused=f"the licence of {p.name} ({p.licence})")
+            def confirm(p: manager.DownloadPlan) -> bool:
+                return _ask(f"Accept the licence ({p.licence}) and download {p.name}?", yes=args.yes,
+                            refused=f"the licence of {p.name} ({p.licence})")
 
-        bar = ByteProgress()
+            bar = ByteProgress()
+            try:
+                with _naming_the_folder(model_dir):
+                    result = manager.download(the_plan.name, model_dir, progress=bar, confirm=confirm)
+            except KeyboardInterrupt:
+                bar.close()
+                print(f"{'terminated' if terminated else 'interrupted'}: {_kept_message(the_plan.name, model_dir)}",
+                      file=sys.stderr)
+                if terminated:
+                    return EXIT_TERMINATED
+                raise
+            finally:
+                bar.close()
+            print(f"{result.name}: {result.status} -> {result.path}")
+    return 0
+
+
+def _download_jsonl(args: argparse.Namespace) -> int:
+    """``download --progress jsonl``: JSON lines only on stdout (see the module docstring), every error an event."""
+    from orbitmesh.errors import DiskError, OrbitMeshError
+    from orbitmesh.models import manager
+
+    name: str | None = args.names[0]
+    model_dir = None
+    terminated: list[bool] = []
+
+    def progress(event: dict[str, Any]) -> None:
+        _emit({"event": "progress", **event})
+
+    def confirm(p: manager.DownloadPlan) -> bool:  # no prompt: stdout carries only JSON
+        if not args.yes:
+            raise manager.LicenceNotAccepted(f"the licence of {p.name} ({p.licence}) cannot be confirmed with "
+                                             "--progress jsonl: nothing was downloaded",
+                                             fix="show the licence to the user, then pass --yes")
+        return True
+
+    with _sigterm_as_interrupt(terminated):
         try:
-            with _naming_the_folder(model_dir):
-                result = manager.download(the_plan.name, model_dir, progress=bar, confirm=confirm)
-        except KeyboardInterrupt:
-            bar.close()
-            print(f"interrupted: the partial download is kept in {model_dir / manager.PARTIAL_DIR} and resumes "
-                  f"with `orbitmesh models download {the_plan.name}`", file=sys.stderr)
-            raise
-        finally:
-            bar.close()
-        print(f"{result.name}: {result.status} -> {result.path}")
+            model_dir = _model_dir(args)
+            plans = [manager.plan(n, model_dir) for n in dict.fromkeys(args.names)]  # every name checked first
+            for the_plan in plans:
+                name = the_plan.name
+                if not the_plan.available:
+                    print(the_plan.notice(), file=sys.stderr, flush=True)
+                result = manager.download(name, model_dir, progress=progress, confirm=confirm)
+                _emit({"event": "done", **result.to_dict()})
+        except KeyboardInterrupt as exc:
+            stopped = "terminated" if terminated or isinstance(exc, Terminated) else "interrupted"
+            kept = _kept_message(str(name), model_dir) if model_dir is not None else "nothing was downloaded"
+            _emit({"event": "cancelled", "name": name, "message": f"the download of {name} was {stopped}: {kept}"})
+            print(f"{stopped}: {kept}", file=sys.stderr)
+            return EXIT_TERMINATED if stopped == "terminated" else EXIT_INTERRUPTED
+        except OrbitMeshError as exc:
+            if isinstance(exc, DiskError) and model_dir is not None:
+                print(f"model folder: {model_dir}", file=sys.stderr)
+            print(f"error: {exc.message}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
+            _emit({"event": "failed", "name": name, "message": exc.message, "fix": exc.fix})
+            return 2
     return 0
 
 
@@ -238,6 +342,20 @@ def run_install(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    from orbitmesh.errors import OrbitMeshError
+
+    if not args.json:
+        return _remove(args)
+    try:
+        return _remove(args)
+    except OrbitMeshError as exc:
+        print(f"error: {exc.message}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
+        _emit({"name": args.name, "removed": False, "freed_bytes": 0,
+               "error": {"message": exc.message, "fix": exc.fix}})
+        return 2
+
+
+def _remove(args: argparse.Namespace) -> int:
     from orbitmesh.models import manager
 
     model_dir = _model_dir(args)
@@ -245,10 +363,16 @@ def run_remove(args: argparse.Namespace) -> int:
     if row.managed or row.partial_bytes:
         what = row.path if row.managed else f"a partial download ({row.partial_bytes / 1e6:.0f} MB)"
         if not _ask(f"Delete {args.name} ({what})?", yes=args.yes, refused=f"removing {args.name}"):
-            print("nothing was removed")
+            if args.json:
+                _emit({"name": row.name, "removed": False, "freed_bytes": 0})
+            else:
+                print("nothing was removed")
             return 1
     with _naming_the_folder(model_dir):
         result = manager.remove(args.name, model_dir)
+    if args.json:  # the server's answer to POST /models/{name}/remove
+        _emit({"name": result.name, "removed": result.removed is not None, "freed_bytes": result.freed_bytes})
+        return 0
     if result.removed is None and not result.freed_bytes:
         print(f"{args.name} is not installed by the model manager in {model_dir}: nothing to remove", file=sys.stderr)
         return 1

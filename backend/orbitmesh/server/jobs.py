@@ -1,12 +1,18 @@
-"""The server's job queue: FIFO, one worker thread (one GPU), jobs independent of clients.
+"""The server's job queue: FIFO, one worker thread per worker (one GPU; several with a Ray pool), jobs
+independent of clients, and a worker that survives anything a job does.
 
 Every job is a folder under the jobs root (``JobFolder``: ``<root>/<id>/job.json`` is the
-server's record of it, plus the uploaded image). The worker runs the pipeline with
+server's record of it, plus the uploaded image). A worker runs the pipeline with
 ``output_dir=<root>/<id>/run`` so the pipeline's own job folder (GLB, preprocessed image,
 its ``job.json`` with timings) sits inside. A request thread only enqueues and reads;
-the worker never depends on a connection, so a client that disconnects loses nothing.
+the workers never depend on a connection, so a client that disconnects loses nothing.
 
-Changes bump a per-job version under one condition variable; the SSE handler waits on it.
+Nothing is lost on a stop: queued jobs stay queued on disk, a stop interrupts the running ones at their next
+progress step and leaves them queued, a start queues every unfinished job again in its order, and a job whose
+run was cut off twice (or whose worker died twice) fails (:data:`orbitmesh.jobs.MAX_ATTEMPTS`). A disk error
+never ends a worker: the job fails with the reason and its record is written once the disk allows.
+
+Changes bump a per-job version under one condition variable; event streams wait on ``on_change``.
 """
 
 from __future__ import annotations
