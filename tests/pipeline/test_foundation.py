@@ -107,3 +107,20 @@ def test_cli_version_and_doctor(run_orbitmesh):
     out = run_orbitmesh("doctor")
     assert out.returncode == 0, out.stderr
     assert "device:" in out.stdout and "torch" in out.stdout
+
+
+def test_doctor_says_when_pymeshlab_is_installed_but_cannot_load(run_python, tmp_path):
+    """pymeshlab's Linux wheel needs glibc 2.35: on an older system it is installed but does not import (a
+    stand-in package that fails like it, first on the path)."""
+    fake = tmp_path / "site" / "pymeshlab"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"/lib/libc.so.6: version `GLIBC_2.35' not found\")\n")
+    code = (f"import json, sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); "
+            "from orbitmesh.cli.doctor import collect; from orbitmesh.settings import Settings; "
+            f"info = collect(Settings(model_dir={str(tmp_path)!r})); "
+            "print(json.dumps([m for m in info['missing'] if m['part'].startswith('pymeshlab')]))")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    missing = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    assert len(missing) == 1 and "cannot load" in missing[0]["part"] and "GLIBC_2.35" in missing[0]["part"]
+    assert "glibc 2.35" in missing[0]["fix"]

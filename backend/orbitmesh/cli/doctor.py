@@ -85,6 +85,14 @@ def collect(settings) -> dict:
                 info["parts"][dist] = metadata.version(dist)
             except metadata.PackageNotFoundError:
                 info["parts"][dist] = "installed"
+    if info["parts"].get("pymeshlab"):  # installed, but its Linux wheel needs glibc 2.35 to load
+        from orbitmesh.mesh.decimate import _PYMESHLAB_PROBLEM, load_pymeshlab
+
+        if load_pymeshlab() is None:
+            info["parts"]["pymeshlab"] = None
+            info["missing"].append({"part": f"pymeshlab (installed, cannot load: {_PYMESHLAB_PROBLEM[0]})",
+                                    "for": "the decimation fallback (meshes are still made without it)",
+                                    "fix": "on Linux it needs glibc 2.35 or newer (`ldd --version`)"})
     info["device"] = device_info(settings.device)
     info["settings"] = settings.to_dict()
     model_dir = settings.model_dir

@@ -3,11 +3,23 @@
 fast-simplification (the Fast-Quadric-Mesh-Simplification decimator) is 10x faster than
 pymeshlab's quadric edge collapse on the same input and lands on the exact target; pymeshlab
 is the fallback when it is not installed or when it broke a closed surface.
+
+pymeshlab is imported only here, when the fallback is needed, and may be missing or unloadable:
+Blender's full package bundles its Linux wheel, which needs glibc 2.35 while Blender runs from
+glibc 2.28. Without it the fallback is off (a warning says so once) and fast-simplification's
+result stands.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+from orbitmesh.errors import OrbitMeshError
+
+log = logging.getLogger(__name__)
+_PYMESHLAB_PROBLEM: list[str] = []  # why pymeshlab cannot load, once known
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +34,9 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     try:
         import fast_simplification
     except ImportError:  # pragma: no cover - the fallback path when the package is missing
+        if load_pymeshlab() is None:
+            raise OrbitMeshError(f"no mesh decimator: fast-simplification is not installed and pymeshlab cannot load "
+                                 f"({_PYMESHLAB_PROBLEM[0]})", fix='pip install "fast-simplification>=0.1.7"') from None
         return _decimate_pymeshlab(vertices, faces, target_faces)
     v, f = fast_simplification.simplify(np.ascontiguousarray(vertices, np.float32),
                                          np.ascontiguousarray(faces, np.int32),
@@ -30,10 +45,30 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     if bad_edges(f) and not bad_edges(faces):
         # it can pinch very high-genus (noisy) surfaces into non-manifold edges; pymeshlab's
         # topology-preserving collapse is slower but keeps a closed surface closed
+        if load_pymeshlab() is None:
+            log.warning("decimation left %d open or non-manifold edges on a closed surface; the pymeshlab fallback "
+                        "that would repair them is off", bad_edges(f))
+            return v, f
         v2, f2 = _decimate_pymeshlab(vertices, faces, target_faces)
         if bad_edges(f2) < bad_edges(f):
             return v2, f2
     return v, f
+
+
+def load_pymeshlab():
+    """The pymeshlab module, or None when it is missing or cannot load (its Linux wheel needs glibc 2.35: an
+    older system raises ImportError). The first failure logs a warning with the reason and the fix."""
+    if _PYMESHLAB_PROBLEM:
+        return None
+    try:
+        import pymeshlab
+    except (ImportError, OSError) as exc:
+        _PYMESHLAB_PROBLEM.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        log.warning("pymeshlab cannot load (%s): mesh decimation runs without its pymeshlab fallback. Fix: on Linux "
+                    "it needs glibc 2.35 or newer (`ldd --version`); or pip install \"pymeshlab>=2023.12\"",
+                    _PYMESHLAB_PROBLEM[0])
+        return None
+    return pymeshlab
 
 
 def bad_edges(faces: np.ndarray) -> int:
@@ -45,8 +80,7 @@ def bad_edges(faces: np.ndarray) -> int:
 
 def _decimate_pymeshlab(vertices: np.ndarray, faces: np.ndarray, target_faces: int
                         ) -> tuple[np.ndarray, np.ndarray]:
-    import pymeshlab
-
+    pymeshlab = load_pymeshlab()
     ms = pymeshlab.MeshSet()
     ms.add_mesh(pymeshlab.Mesh(vertices.astype(np.float64), faces.astype(np.int32)))
     ms.meshing_decimation_quadric_edge_collapse(targetfacenum=int(target_faces), preservenormal=True,
