@@ -63,7 +63,7 @@ def test_dry_run_sections_measure_what_they_promise(dry_run):
         assert orbit["s_per_step"] > 0 and orbit["total_s"] > 0 and orbit["peak_vram_gb"] is None  # CPU: no VRAM
     assert {"orbit", "lrm", "align", "refine", "grid_query", "mesh"} <= set(s["quality"]["stages"])
     assert s["quality"]["glb_bytes"] > 0 and s["quality"]["orbit_steps"] == 2
-    assert s["text_to_image"]["steps"] == 2 and s["text_to_image"]["size"] == "128x128"
+    assert s["text_to_image"]["steps"] == 2 and s["text_to_image"]["size"] == "64x64"  # the tiny pipeline
     assert set(s["training"]["stages"]) == {"1", "2"} and s["training"]["full_run_minutes_estimate"] > 0
     assert all(st["steps_per_s"] > 0 for st in s["training"]["stages"].values())
     # the jobs really ran through the pipeline: one GLB per job (cold + two warm per model, one quality job)

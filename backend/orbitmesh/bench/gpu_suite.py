@@ -426,10 +426,11 @@ def quality(run: SectionRun) -> None:
 
 def text_to_image(run: SectionRun) -> None:
     from orbitmesh.bench import text_to_image as bench
+    from orbitmesh.bench.tiny_text_to_image import build_tiny_pipeline
 
     folder = run.work / "text-to-image" / "tiny-sd-turbo"  # a distilled name: sd-turbo's 4 steps, no guidance
     t0 = time.perf_counter()
-    build_tiny_text_to_image(folder)
+    build_tiny_pipeline(folder)
     run.result["build_s"] = round(time.perf_counter() - t0, 3)
     res = bench.run(model=str(folder), device=run.device, steps=2 if run.dry else 4)
     run.result.update({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()})
@@ -517,56 +518,6 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("training", 60, 15, "preview-model training steps per second (configs/preview.toml)", training),
 )
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
-
-
-# -- the tiny text-to-image pipeline ------------------------------------------------------------------------------
-
-def build_tiny_text_to_image(folder: Path) -> Path:
-    """A random StableDiffusionPipeline small enough for any machine (128x128 images), saved to ``folder``:
-    its CLIP tokenizer has one token per byte-level character (no merges), enough for any prompt."""
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    bpe = folder.parent / "bpe"
-    bpe.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
-    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    (bpe / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (bpe / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    # one token per character: 256 positions keep the prompt template whole (a real BPE needs ~30 of 77)
-    tokenizer = CLIPTokenizer(str(bpe / "vocab.json"), str(bpe / "merges.txt"), model_max_length=256)
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=256, projection_dim=32, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(32, 32, 32, 32), latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=1, norm_num_groups=32, sample_size=128)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1)
-    StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-                            safety_checker=None, feature_extractor=None, image_encoder=None,
-                            requires_safety_checker=False).save_pretrained(folder)
-    return folder
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte-level alphabet: every byte maps to one printable character."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 # -- the suite ----------------------------------------------------------------------------------------------------
