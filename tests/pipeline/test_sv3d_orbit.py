@@ -91,7 +91,7 @@ def test_progress_per_step_and_cancel_after_step_1(pipe, object_png, tmp_path):
                 job, tracker, state={"image_path": str(object_png)})
     finally:
         hook.remove()
-    assert len(calls) == 1  # one (cond + uncond batched) UNet call, then stopped
+    assert len(calls) == 2  # one step (uncond, then cond: one after the other on the CPU), then stopped
     assert "sampling step 2/4" not in events
     assert JobFolder.open(job.path).status == "cancelled"
     assert not list(job.path.glob("orbit_*.png"))

@@ -32,6 +32,21 @@ from orbitmesh.progress import ProgressCallback, null_progress
 
 STAGE = modes.ORBIT
 CAMERAS_FILE = "orbit_cameras.json"
+# Frames per VAE decode call on the CPU: a 576x576 frame's full-resolution decoder maps are ~0.17 GB each at float32,
+# so 7 frames at once cost GBs; on the CPU smaller calls are no slower.
+CPU_DECODE_CHUNK = 2
+
+
+def low_memory_path(pipe) -> bool:
+    """Run the two guidance branches one after the other (same numbers, half the activations): with offload, and
+    on the CPU, where batching them saves no time (the same work, compute-bound) but doubles the activation
+    memory (2 x 21 frames at float32: several GB next to ~9 GB of weights)."""
+    return bool(getattr(pipe, "offload", False)) or str(pipe.device) == "cpu"
+
+
+def decode_chunk(pipe, cfg: "OrbitConfig") -> int:
+    """Frames per VAE decode call: ``cfg.decode_chunk``, at most :data:`CPU_DECODE_CHUNK` on the CPU."""
+    return min(cfg.decode_chunk, CPU_DECODE_CHUNK) if str(pipe.device) == "cpu" else cfg.decode_chunk
 
 
 @dataclass
@@ -43,6 +58,8 @@ class OrbitConfig:
     as a fraction of the frame. ``radius`` / ``fov_deg``: the nominal orbit camera written with
     each frame (SV3D renders objects normalised to this camera; it outputs no camera itself).
     ``offload``: keep models on the CPU and move each to the GPU only while it runs (for <= 12 GB).
+    On the CPU the guidance branches always run one after the other and ``decode_chunk`` is capped at
+    :data:`CPU_DECODE_CHUNK` (:func:`low_memory_path`, :func:`decode_chunk`): memory, at no cost in time there.
     """
 
     model: str = DEFAULTS["video"]
@@ -163,7 +180,7 @@ def generate_orbit(pipe, image: Image.Image, cfg: OrbitConfig,
     concat = torch.cat([torch.zeros_like(latent), latent]).repeat_interleave(frames, dim=0).to(pipe.device)
     y = y.to(pipe.device)
     y2 = torch.cat([y, y])
-    low_memory = bool(getattr(pipe, "offload", False))
+    low_memory = low_memory_path(pipe)
     scales = triangle_scales(frames, cfg.min_guidance, cfg.max_guidance).to(pipe.device)
     timings["encode"] = time.perf_counter() - t0
     progress(STAGE, 1, total, "encoded the input image")
@@ -186,7 +203,7 @@ def generate_orbit(pipe, image: Image.Image, cfg: OrbitConfig,
                                    on_step=lambda i, n: progress(STAGE, 1 + i, total, f"sampling step {i}/{n}"))
     timings["sample"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    decoded = pipe.decode(samples, chunk=cfg.decode_chunk)
+    decoded = pipe.decode(samples, chunk=decode_chunk(pipe, cfg))
     if cfg.replace_last_frame:  # the reference shows the input itself as the azimuth-0 view
         decoded[-1:] = x
     out = tensor_to_images(decoded)

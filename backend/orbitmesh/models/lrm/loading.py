@@ -151,17 +151,20 @@ def _reference_base(data: Mapping[str, Any]) -> LRMConfig:
 
 # -- reading checkpoints --------------------------------------------------------------------------
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict, safetensors metadata) from a .safetensors or torch file."""
+    """(state dict, safetensors metadata) from a .safetensors or torch file.
+
+    A .safetensors file is read tensor by tensor into fresh memory (not memory-mapped: the model takes these
+    tensors over, so the process holds one copy of the weights, not that plus the file's mapped pages).
+    """
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file, safe_open
+        from orbitmesh.models.streaming import LazyCheckpoint
 
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            return load_file(str(path)), meta
-        except (SafetensorError, OSError) as exc:
-            raise ModelError(f"cannot read {path}: {exc}", fix="re-download the file; it may be truncated") from exc
+            with LazyCheckpoint(path) as f:
+                return {k: f[k] for k in f}, f.metadata
+        except (ModelError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ModelError) else exc
+            raise ModelError(f"cannot read {path}: {reason}", fix="re-download the file; it may be truncated") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types
@@ -232,10 +235,16 @@ def build(config: LRMConfig, *, meta: bool = False):
 
 
 def load_into(config: LRMConfig, state_dict: Mapping[str, torch.Tensor], *, dtype: torch.dtype | None = None,
-              device: str | torch.device | None = None):
-    """Build the LRM for ``config`` and load ``state_dict`` (reference or our key names) strictly."""
+              device: str | torch.device | None = None, consume: bool = False):
+    """Build the LRM for ``config`` and load ``state_dict`` (reference or our key names) strictly.
+
+    ``consume``: empty ``state_dict`` (a dict the caller has no more use for) once its tensors are taken, so the
+    loaded copy is freed tensor by tensor while the model makes its own: one copy of the weights in memory.
+    """
     model = build(config, meta=True)
     sd = to_model_keys(state_dict, set(model.state_dict()))
+    if consume and isinstance(state_dict, dict):
+        state_dict.clear()
     check_state_dict(model, sd)
     return assign_state_dict(model, sd, dtype=dtype, device=device, mapping="the checkpoint mapping")
 
@@ -244,9 +253,12 @@ def assign_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], *, dt
                       mapping: str) -> torch.nn.Module:
     """Load a checked ``sd`` into a meta-device ``model`` (strict, by assignment), then dtype/device, eval mode.
 
-    ``mapping`` names the key mapping a parameter left on the meta device would be a bug in.
+    Consumes ``sd``: it is emptied once the model holds its tensors, so each tensor read from the file is freed
+    as soon as the model has its own copy (peak: one copy of the weights, not two). ``mapping`` names the key
+    mapping a parameter left on the meta device would be a bug in.
     """
     model.load_state_dict(sd, strict=True, assign=True)
+    sd.clear()
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
             # Own, freshly allocated (aligned) memory: tensors read from a file may sit at any
@@ -285,7 +297,7 @@ def from_pretrained(source: str | os.PathLike, *, local_files_only: bool = False
         # The reference's checkpoints carry no (trustworthy) config: read the sizes off the tensors.
         probe_keys = set(build(vfusion3d(), meta=True).state_dict())
         config = infer_config(to_model_keys(raw, probe_keys), base)
-    return load_into(config, raw, dtype=dtype, device=device)
+    return load_into(config, raw, dtype=dtype, device=device, consume=True)
 
 
 def save_pretrained(model, folder: str | os.PathLike) -> None:

@@ -95,25 +95,26 @@ def build(config: TripoSRConfig, *, vit_config: Mapping | None = None, base_dir:
 
 def load_into(config: TripoSRConfig, state_dict: Mapping[str, torch.Tensor], *, vit_config: Mapping | None = None,
               base_dir: str | os.PathLike | None = None, dtype: torch.dtype | None = None,
-              device: str | torch.device | None = None):
-    """Build TripoSR for ``config`` and load ``state_dict`` (reference or our key names, either ViT naming) strictly."""
+              device: str | torch.device | None = None, consume: bool = False):
+    """Build TripoSR for ``config`` and load ``state_dict`` (reference or our key names, either ViT naming) strictly.
+
+    ``consume``: empty ``state_dict`` once its tensors are taken (see :func:`orbitmesh.models.lrm.loading.load_into`).
+    """
     model = build(config, vit_config=vit_config, base_dir=base_dir, meta=True)
     expected = model.state_dict()
     sd = map_vit_keys(strip_prefix(state_dict), vit_key_style(expected))
+    if consume and isinstance(state_dict, dict):
+        state_dict.clear()
     check_state_dict(model, sd, architecture="the TripoSR architecture", fix=_FIX)
     return assign_state_dict(model, sd, dtype=dtype, device=device, mapping="the TripoSR key mapping")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``model.safetensors`` or a torch ``model.ckpt`` (tensors only: ``weights_only=True``)."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    if path.suffix == ".safetensors":  # read into fresh memory, not mapped (see lrm.loading.read_state_dict)
+        from orbitmesh.models.lrm.loading import read_state_dict
 
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise ModelError(f"cannot read {path}: {exc}", fix="re-download the file; it may be truncated") from exc
+        return read_state_dict(path)[0]
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types
@@ -197,7 +198,7 @@ def from_pretrained(source: str | os.PathLike = HUB_ID, *, local_files_only: boo
     if progress is not None:
         progress(f"reading {weights_path.name}")
     state_dict = read_weights(weights_path)
-    return load_into(config, state_dict, base_dir=config_path.parent, dtype=dtype, device=device)
+    return load_into(config, state_dict, base_dir=config_path.parent, dtype=dtype, device=device, consume=True)
 
 
 # -- writing ------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Union
 
 import torch
 
@@ -197,15 +197,16 @@ def _rename_inside(diffusers_prefix: str, rest: str) -> str:
     return rest
 
 
-def convert_unet_state_dict(sd: Mapping[str, torch.Tensor], sgm: Mapping[str, Any]) -> StateDict:
-    """(prefix-stripped) SGM VideoUNet weights -> ``SV3DUNet`` state dict. Unknown keys are an error."""
+def unet_key_map(keys: Iterable[str], sgm: Mapping[str, Any]) -> dict[str, str]:
+    """``SV3DUNet`` name -> SGM VideoUNet name (prefix-stripped) for every key in ``keys``; unknown keys are an
+    error."""
     prefixes = sorted(_unet_prefix_map(sgm).items(), key=lambda kv: -len(kv[0]))
-    out: StateDict = {}
+    out: dict[str, str] = {}
     unknown = []
-    for key, value in sd.items():
+    for key in keys:
         for old, new in prefixes:
             if key.startswith(old):
-                out[new + _rename_inside(new, key[len(old):])] = value
+                out[new + _rename_inside(new, key[len(old):])] = key
                 break
         else:
             unknown.append(key)
@@ -215,24 +216,41 @@ def convert_unet_state_dict(sd: Mapping[str, torch.Tensor], sgm: Mapping[str, An
     return out
 
 
-def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
-    """Strict load with a readable error: missing/unexpected keys and shape mismatches are named."""
-    expected = model.state_dict()
-    state = dict(state)
-    for key, value in list(state.items()):  # SGM may store 1x1 convs where diffusers has linears
-        if key in expected and value.ndim == 4 and expected[key].ndim == 2 and value.shape[2:] == (1, 1):
-            state[key] = value[:, :, 0, 0]
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in expected
-           if k in state and state[k].shape != expected[k].shape]
+def convert_unet_state_dict(sd: Mapping[str, torch.Tensor], sgm: Mapping[str, Any]) -> StateDict:
+    """(prefix-stripped) SGM VideoUNet weights -> ``SV3DUNet`` state dict. Unknown keys are an error."""
+    return {new: sd[old] for new, old in unet_key_map(sd, sgm).items()}
+
+
+def _fits_1x1(value_shape: tuple[int, ...], expected_shape: tuple[int, ...]) -> bool:
+    """SGM may store 1x1 convolutions where diffusers has linears."""
+    return len(value_shape) == 4 and len(expected_shape) == 2 and tuple(value_shape[2:]) == (1, 1)
+
+
+def fit_tensor(value: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """``value`` in the shape of ``expected`` (a 1x1 convolution as a linear weight)."""
+    return value[:, :, 0, 0] if _fits_1x1(tuple(value.shape), tuple(expected.shape)) else value
+
+
+def check_shapes(expected: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
+    """A readable ModelError naming missing/unexpected keys and shape mismatches (1x1 convs fit linears)."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    bad = [f"{k} {tuple(shapes[k])} != {tuple(expected[k].shape)}" for k in expected
+           if k in shapes and tuple(shapes[k]) != tuple(expected[k].shape)
+           and not _fits_1x1(tuple(shapes[k]), tuple(expected[k].shape))]
     if missing or unexpected or bad:
         parts = [f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
                  f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
                  f"{len(bad)} with wrong shapes (e.g. {bad[:2]})" if bad else ""]
         raise ModelError(f"the {what} weights do not match the architecture: " + "; ".join(p for p in parts if p),
                          fix="use the checkpoint that belongs to this model (or re-run convert-sv3d)")
-    model.load_state_dict(state, strict=True)
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """Strict load with a readable error: missing/unexpected keys and shape mismatches are named."""
+    expected = model.state_dict()
+    check_shapes(expected, {k: tuple(v.shape) for k, v in state.items()}, what)
+    model.load_state_dict({k: fit_tensor(v, expected[k]) for k, v in state.items()}, strict=True)
     return model
 
 
@@ -270,15 +288,15 @@ def vae_state_dict_from_checkpoint(ckpt: Mapping[str, torch.Tensor]) -> StateDic
         raise ModelError("the checkpoint has no VAE encoder under conditioner.embedders.N.encoder.encoder.*",
                          fix="use a full SV3D checkpoint (sv3d_u.safetensors / sv3d_p.safetensors)")
     out: StateDict = {}
-    for key, value in ckpt.items():
+    for key in ckpt:  # keys first, values only for the VAE's own (a lazy checkpoint loads what is asked for)
         if key.startswith(enc + "encoder.") or key.startswith(enc + "quant_conv."):
-            out[key[len(enc):]] = value
+            out[key[len(enc):]] = ckpt[key]
         elif key.startswith(VAE_DECODER_PREFIX + "decoder.") or key.startswith(VAE_DECODER_PREFIX + "post_quant_conv."):
             if not any(token in key for token in _TEMPORAL_DECODER_TOKENS):
-                out[key[len(VAE_DECODER_PREFIX):]] = value
+                out[key[len(VAE_DECODER_PREFIX):]] = ckpt[key]
     if "decoder.conv_in.weight" not in out:
         if f"{enc}decoder.conv_in.weight" in ckpt:  # no first_stage_model: use the conditioner AE's decoder
-            out.update({k[len(enc):]: v for k, v in ckpt.items() if k.startswith(enc + "decoder.")
+            out.update({k[len(enc):]: ckpt[k] for k in ckpt if k.startswith(enc + "decoder.")
                         or k.startswith(enc + "post_quant_conv.")})
         else:
             raise ModelError("the checkpoint has no VAE decoder (first_stage_model.decoder.*)",
@@ -325,33 +343,38 @@ def clip_config_from_state_dict(visual: Mapping[str, torch.Tensor], num_heads: i
 
     Heads are not visible in the weights: ViT-H/14 (width 1280) has 16; otherwise width // 64.
     """
-    width, _, patch, _ = visual["conv1.weight"].shape
+    width, _, patch, _ = _shape(visual, "conv1.weight")
     layers = {int(m.group(1)) for k in visual for m in [re.match(r"transformer\.resblocks\.(\d+)\.", k)] if m}
-    grid = int(round((visual["positional_embedding"].shape[0] - 1) ** 0.5))
+    grid = int(round((_shape(visual, "positional_embedding")[0] - 1) ** 0.5))
     return {
-        "hidden_size": int(width), "intermediate_size": int(visual["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+        "hidden_size": int(width),
+        "intermediate_size": int(_shape(visual, "transformer.resblocks.0.mlp.c_fc.weight")[0]),
         "num_hidden_layers": len(layers),
         "num_attention_heads": num_heads or (16 if width == 1280 else max(1, width // 64)),
-        "image_size": grid * int(patch), "patch_size": int(patch), "projection_dim": int(visual["proj"].shape[1]),
+        "image_size": grid * int(patch), "patch_size": int(patch), "projection_dim": int(_shape(visual, "proj")[1]),
         "hidden_act": "gelu", "layer_norm_eps": 1e-5,
     }
 
 
-def convert_clip_state_dict(visual: Mapping[str, torch.Tensor]) -> StateDict:
-    """OpenCLIP ``visual.*`` (prefix stripped) -> ``CLIPVisionModelWithProjection`` state dict."""
-    out: StateDict = {
-        "vision_model.embeddings.class_embedding": visual["class_embedding"],
-        "vision_model.embeddings.position_embedding.weight": visual["positional_embedding"],
-        "vision_model.embeddings.patch_embedding.weight": visual["conv1.weight"],
-        "vision_model.pre_layrnorm.weight": visual["ln_pre.weight"],
-        "vision_model.pre_layrnorm.bias": visual["ln_pre.bias"],
-        "vision_model.post_layernorm.weight": visual["ln_post.weight"],
-        "vision_model.post_layernorm.bias": visual["ln_post.bias"],
-        "visual_projection.weight": visual["proj"].T.contiguous(),
-    }
-    renames = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-               "attn.out_proj": "self_attn.out_proj"}
-    for key, value in visual.items():
+_CLIP_FIXED = {"vision_model.embeddings.class_embedding": "class_embedding",
+               "vision_model.embeddings.position_embedding.weight": "positional_embedding",
+               "vision_model.embeddings.patch_embedding.weight": "conv1.weight",
+               "vision_model.pre_layrnorm.weight": "ln_pre.weight", "vision_model.pre_layrnorm.bias": "ln_pre.bias",
+               "vision_model.post_layernorm.weight": "ln_post.weight",
+               "vision_model.post_layernorm.bias": "ln_post.bias"}
+_CLIP_RENAMES = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+                 "attn.out_proj": "self_attn.out_proj"}
+# How a CLIP weight is made from its OpenCLIP tensor: as is (None), transposed ("T"), or part i of a fused q,k,v.
+ClipTransform = Union[None, str, int]
+
+
+def clip_key_plan(keys: Iterable[str]) -> dict[str, tuple[str, ClipTransform]]:
+    """``CLIPVisionModelWithProjection`` name -> (OpenCLIP ``visual.*`` name, transform) for the keys given."""
+    keys = list(keys)
+    plan: dict[str, tuple[str, ClipTransform]] = {new: (old, None) for new, old in _CLIP_FIXED.items() if old in keys}
+    if "proj" in keys:
+        plan["visual_projection.weight"] = ("proj", "T")
+    for key in keys:
         m = re.match(r"transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias|in_proj_weight|in_proj_bias)$", key)
         if not m:
             continue
@@ -359,11 +382,32 @@ def convert_clip_state_dict(visual: Mapping[str, torch.Tensor]) -> StateDict:
         base = f"vision_model.encoder.layers.{layer}."
         if kind.startswith("in_proj"):  # fused q,k,v -> three projections
             suffix = kind.split("_")[-1]
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
-                out[f"{base}self_attn.{name}.{suffix}"] = part.contiguous()
-        elif module in renames:
-            out[f"{base}{renames[module]}.{kind}"] = value
-    return out
+            for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+                plan[f"{base}self_attn.{name}.{suffix}"] = (key, i)
+        elif module in _CLIP_RENAMES:
+            plan[f"{base}{_CLIP_RENAMES[module]}.{kind}"] = (key, None)
+    return plan
+
+
+def clip_transform(value: torch.Tensor, how: ClipTransform) -> torch.Tensor:
+    if how is None:
+        return value
+    if how == "T":
+        return value.T.contiguous()
+    return value.chunk(3, dim=0)[int(how)].contiguous()
+
+
+def _clip_shape(shape: tuple[int, ...], how: ClipTransform) -> tuple[int, ...]:
+    if how is None:
+        return tuple(shape)
+    if how == "T":
+        return tuple(reversed(shape))
+    return (shape[0] // 3, *shape[1:])
+
+
+def convert_clip_state_dict(visual: Mapping[str, torch.Tensor]) -> StateDict:
+    """OpenCLIP ``visual.*`` (prefix stripped) -> ``CLIPVisionModelWithProjection`` state dict."""
+    return {new: clip_transform(visual[old], how) for new, (old, how) in clip_key_plan(visual).items()}
 
 
 def clip_from_checkpoint(ckpt: Mapping[str, torch.Tensor], num_heads: int | None = None):
@@ -385,19 +429,48 @@ def clip_from_checkpoint(ckpt: Mapping[str, torch.Tensor], num_heads: int | None
 
 def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     """Tensors and metadata of a safetensors file; a clear ModelError if it is not one."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    with open_checkpoint(path) as ckpt:
+        return {k: ckpt[k] for k in ckpt}, ckpt.metadata
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}", fix="check the path")
-    try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path.name} is not a readable safetensors file ({exc}); it may be truncated or not a "
-                         "checkpoint", fix="download the file again (sv3d_u.safetensors / sv3d_p.safetensors)") from exc
+
+def open_checkpoint(path: str | Path):
+    """A :class:`~orbitmesh.models.streaming.LazyCheckpoint` (tensors loaded when asked for); a clear ModelError
+    if the file is missing, truncated or not safetensors."""
+    from orbitmesh.models.streaming import LazyCheckpoint
+
+    return LazyCheckpoint(path, fix="download the file again (sv3d_u.safetensors / sv3d_p.safetensors)")
+
+
+class PrefixView(Mapping):
+    """The keys of ``ckpt`` under ``prefix``, prefix removed, loaded lazily from ``ckpt``."""
+
+    def __init__(self, ckpt: Mapping[str, torch.Tensor], prefix: str) -> None:
+        self.ckpt, self.prefix = ckpt, prefix
+        self._keys = [k[len(prefix):] for k in ckpt if k.startswith(prefix)]
+        self._set = set(self._keys)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._set:
+            raise KeyError(key)
+        return self.ckpt[self.prefix + key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._set
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return _shape(self.ckpt, self.prefix + key)
+
+
+def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    """A tensor's shape without loading it where the mapping can tell (a lazy checkpoint reads its header)."""
+    shape = getattr(sd, "shape", None)
+    return tuple(shape(key)) if callable(shape) else tuple(sd[key].shape)
 
 
 def identify(ckpt: Mapping[str, torch.Tensor]) -> str:
@@ -434,31 +507,96 @@ def check_kind(ckpt: Mapping[str, torch.Tensor], name: str, expected: str | None
 def convert_checkpoint(path: str | Path, out_dir: str | Path, expected: str | None = None,
                        num_head_channels: int = 64) -> dict[str, Any]:
     """``convert-sv3d``: SGM SV3D checkpoint -> diffusers-style folder (``unet/``, ``vae/``,
-    ``image_encoder/``, ``sv3d.json``). Written into a temp folder and renamed, so it is atomic."""
+    ``image_encoder/``, ``sv3d.json``). Written into a temp folder and renamed, so it is atomic.
+
+    Streams: the UNet and the CLIP tower are checked against models built on the meta device and written
+    tensor by tensor from the (lazily read) checkpoint, so memory holds one tensor of them at a time (a
+    full-size sv3d_p: ~9 GB of fp32 weights); only the small VAE is built in memory.
+    """
     import shutil
     import tempfile
 
-    ckpt, metadata = read_checkpoint(path)
-    variant = check_kind(ckpt, Path(path).name, expected)
-    sgm = json.loads(metadata["unet_config"]) if "unet_config" in metadata else None
-    unet_sd = {k[len(UNET_PREFIX):]: v for k, v in ckpt.items() if k.startswith(UNET_PREFIX)}
-    unet = unet_from_sgm(unet_sd, sgm, num_head_channels)
-    vae = vae_from_checkpoint(ckpt)
-    clip = clip_from_checkpoint(ckpt)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        unet.save_pretrained(tmp / "unet")
-        vae.save_pretrained(tmp / "vae")
-        clip.save_pretrained(tmp / "image_encoder")
-        info = {"variant": variant, "source": Path(path).name, "scale_factor": SCALE_FACTOR,
-                "sgm_unet_config": sgm or sgm_unet_config_from_state_dict(unet_sd, num_head_channels)}
-        (tmp / "sv3d.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with open_checkpoint(path) as ckpt:
+        variant = check_kind(ckpt, Path(path).name, expected)
+        sgm = json.loads(ckpt.metadata["unet_config"]) if "unet_config" in ckpt.metadata else None
+        unet_sd = PrefixView(ckpt, UNET_PREFIX)
+        sgm = dict(sgm) if sgm is not None else sgm_unet_config_from_state_dict(unet_sd, num_head_channels)
+        unet_plan = _unet_plan(unet_sd, sgm)  # checked before anything is written
+        vae = vae_from_checkpoint(ckpt)
+        clip_plan = _clip_plan(ckpt)
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            unet_plan(tmp / "unet")
+            vae.save_pretrained(tmp / "vae")
+            del vae
+            clip_plan(tmp / "image_encoder")
+            info = {"variant": variant, "source": Path(path).name, "scale_factor": SCALE_FACTOR,
+                    "sgm_unet_config": sgm}
+            (tmp / "sv3d.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            tmp.rename(out_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return info
+
+
+def _meta(build):
+    """``build()`` on the meta device: names, shapes and dtypes without memory."""
+    with torch.device("meta"):
+        return build()
+
+
+def _unet_plan(sd: Mapping[str, torch.Tensor], sgm: Mapping[str, Any]):
+    """Check the SGM UNet weights against an ``SV3DUNet`` built on the meta device; returns ``write(folder)``,
+    which writes its ``config.json`` and ``diffusion_pytorch_model.safetensors`` one tensor at a time."""
+    from orbitmesh.models.streaming import Entry, write_safetensors
+
+    unet = _meta(lambda: build_unet(sgm))
+    expected = unet.state_dict()
+    names = unet_key_map(sd, sgm)
+    check_shapes(expected, {new: _shape(sd, old) for new, old in names.items()}, "UNet")
+    entries = [Entry(k, v.dtype, tuple(v.shape), lambda k=k, v=v: fit_tensor(sd[names[k]], v).to(v.dtype))
+               for k, v in expected.items()]
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        unet.save_config(folder)
+        write_safetensors(folder / "diffusion_pytorch_model.safetensors", entries, {"format": "pt"})
+
+    return write
+
+
+def _clip_plan(ckpt: Mapping[str, torch.Tensor], num_heads: int | None = None):
+    """Check the OpenCLIP image tower against a ``CLIPVisionModelWithProjection`` built on the meta device; returns
+    ``write(folder)``, which writes its ``config.json`` and ``model.safetensors`` one tensor at a time."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from orbitmesh.models.streaming import Entry, write_safetensors
+
+    prefix = clip_prefix(ckpt)
+    if prefix is None:
+        raise ModelError("the checkpoint has no OpenCLIP image encoder "
+                         "(conditioner.embedders.N.open_clip.model.visual.*)",
+                         fix="use a full SV3D checkpoint (sv3d_u.safetensors / sv3d_p.safetensors)")
+    visual = PrefixView(ckpt, prefix)
+    config = CLIPVisionConfig(**clip_config_from_state_dict(visual, num_heads))
+    config.architectures = ["CLIPVisionModelWithProjection"]
+    model = _meta(lambda: CLIPVisionModelWithProjection(config))
+    expected = model.state_dict()
+    plan = clip_key_plan(visual)
+    check_shapes(expected, {new: _clip_shape(_shape(visual, old), how) for new, (old, how) in plan.items()},
+                 "CLIP image encoder")
+    entries = [Entry(k, v.dtype, tuple(v.shape),
+                     lambda k=k, v=v: clip_transform(visual[plan[k][0]], plan[k][1]).to(v.dtype))
+               for k, v in expected.items()]
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        write_safetensors(folder / "model.safetensors", entries, {"format": "pt"})
+
+    return write

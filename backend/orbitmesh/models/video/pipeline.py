@@ -194,14 +194,37 @@ def _load_folder(path: Path) -> dict[str, Any]:
                          fix="create it with `orbitmesh convert-sv3d sv3d_p.safetensors OUT_DIR`")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     try:
-        unet = SV3DUNet.from_pretrained(path / "unet")
-        vae = AutoencoderKL.from_pretrained(path / "vae")
+        unet = load_diffusers_model(SV3DUNet, path / "unet")
+        vae = load_diffusers_model(AutoencoderKL, path / "vae")
         clip = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder")
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"could not load the converted SV3D folder {path}: {exc}",
                          fix="re-run `orbitmesh convert-sv3d` to recreate it") from exc
     return {"unet": unet.eval(), "vae": vae.eval(), "image_encoder": clip.eval(),
             "variant": info.get("variant", "sv3d_p"), "scale_factor": float(info.get("scale_factor", 0.18215))}
+
+
+def load_diffusers_model(cls, folder: Path):
+    """A diffusers model from its ``save_pretrained`` folder with one copy of the weights in memory: built on the
+    meta device, then loaded strictly by assignment of the memory-mapped tensors. (diffusers without accelerate
+    builds the model with random weights, then copies the file's weights in: 12 GB for a 6 GB float32 UNet, and
+    minutes of random init.) Other weight files go to diffusers."""
+    from safetensors.torch import load_file
+
+    from orbitmesh.models.video.convert import check_shapes
+
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        return cls.from_pretrained(folder)
+    with torch.device("meta"):
+        model = cls.from_config(cls.load_config(folder))
+    state = load_file(str(weights))  # memory-mapped, not copied: the weights are the file's (evictable) pages
+    check_shapes(model.state_dict(), {k: tuple(v.shape) for k, v in state.items()}, folder.name)
+    model.load_state_dict(state, strict=True, assign=True)
+    stray = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if stray:
+        raise ModelError(f"{folder}: tensors left unloaded: {stray[:5]}", fix="re-run `orbitmesh convert-sv3d`")
+    return model.eval()
 
 
 def _load_sgm_file(path: Path, expected: str | None) -> dict[str, Any]:
