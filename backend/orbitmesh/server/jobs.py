@@ -172,9 +172,13 @@ class JobManager:
                 folder.record["input"] = upload_name
             job = ServerJob(folder, request, commercial_only=self.commercial_only(commercial_only))
             folder.record[COMMERCIAL_ONLY] = job.commercial_only
-            # "created" is the moment the job joins the queue, so its order is the FIFO order.
-            folder.update(server=True, created=time.time(), stage=None, step=0, total=0, message="queued",
-                          eta_s=None, progress=0.0, started=None, finished=None, result=None, attempts=0)
+            self._ensure_worker()
+            with self._cond:  # "created" is the moment the job joins the queue: its order is the FIFO order
+                folder.update(server=True, created=time.time(), stage=None, step=0, total=0, message="queued",
+                              eta_s=None, progress=0.0, started=None, finished=None, result=None, attempts=0)
+                self._jobs[job.id] = job
+                self._queue.append(job)
+                self._touch(job)
         except OSError as exc:
             if folder is not None:
                 shutil.rmtree(folder.path, ignore_errors=True)  # no empty or half-written job folder
@@ -182,11 +186,6 @@ class JobManager:
             if error is None:
                 raise
             raise ApiError(507, "insufficient_storage", error.message, fix=error.fix) from None
-        self._ensure_worker()
-        with self._cond:
-            self._jobs[job.id] = job
-            self._queue.append(job)
-            self._touch(job)
         return job
 
     def start_task(self, kind: str, name: str, task: Task, *, settings: dict | None = None) -> ServerJob:
