@@ -101,6 +101,53 @@ def test_an_occluded_face_keeps_the_model_colour():
     assert (res.alpha[np.isin(r.face, sides["+x"])] > 0).mean() > 0.7  # the front face in front is painted
 
 
+def test_a_view_prepared_from_the_unsplit_surface_paints_exactly_like_the_split_one():
+    """The mesh stage prepares the view (depth buffer, edges) from the surface before its UVs exist, while
+    xatlas runs; the painting then gets the UV mesh, the same surface with vertices split along seams."""
+    from orbitmesh.quality.input_texture import prepare_view
+
+    size = 192
+    v, f, uv, _ = _cube(0.2)
+    # the unsplit cube: the 8 corners, faces re-indexed onto them
+    corners, inverse = np.unique(np.round(v, 6), axis=0, return_inverse=True)
+    unsplit = inverse.reshape(-1)[f]
+    camera = Camera(look_at((0.9, 0.3, 0.2)), (FOCAL, FOCAL, 0.5, 0.5))  # three faces seen, at angles
+    view = View(_photo(size), rasterize(v, f, camera, size).mask.numpy().astype(np.float32), camera, "input")
+    r = rasterize_uv(uv, f, 256)
+    model = np.full((len(r.face), 3), 0.3, np.float32)
+    direct = input_view_colors(v, f, r.face, r.bary, model, view)
+    prepared = prepare_view(corners.astype(np.float32), unsplit, view)
+    ahead = input_view_colors(v, f, r.face, r.bary, model, view, prepared=prepared)
+    assert (direct.alpha > 0).mean() > 0.1  # three of the six sides, at angles
+    assert np.array_equal(direct.colors, ahead.colors) and np.array_equal(direct.alpha, ahead.alpha)
+
+
+def test_the_mesh_stage_prepares_the_adjust_with_its_final_surface(tmp_path):
+    from orbitmesh.mesh import field_to_glb
+
+    ax = np.linspace(-1, 1, 48)
+    x, y, z = np.meshgrid(ax, ax, ax, indexing="ij")
+    density = (0.6 - np.sqrt(x * x + y * y + z * z)).astype(np.float32)
+    seen = {}
+
+    class Adjust:
+        def prepare(self, vertices, faces):
+            seen["prepare"] = (vertices.copy(), faces.copy())
+
+        def __call__(self, uvm, raster, points, colors):
+            seen["call"] = uvm
+            return colors
+
+    field_to_glb(density, lambda p: np.full((len(p), 3), 0.5, np.float32), bbox=(-1, 1), threshold=0.0,
+                 target_faces=800, texture_size=128, out_path=tmp_path / "m.glb", texel_adjust=Adjust())
+    vertices, faces = seen["prepare"]
+    uvm = seen["call"]
+    # the same triangles: the UV mesh's vertices are the prepared ones, split along seams
+    assert len(faces) == len(uvm.faces) and np.array_equal(uvm.vertices, vertices[uvm.vmap])
+    triangles = np.sort(vertices[faces].reshape(-1, 9), 0)
+    assert np.array_equal(triangles, np.sort(uvm.vertices[uvm.faces].reshape(-1, 9), 0))
+
+
 # ----- silhouette carving -----------------------------------------------------------------------------------
 
 def _sphere_field(resolution: int = 96, radius: float = 0.35, threshold: float = 5.0) -> np.ndarray:
@@ -163,6 +210,72 @@ def test_carving_is_skipped_with_a_warning_when_the_mask_disagrees():
     assert "skipped" in res.warnings[0] and "IoU" in res.warnings[0]
     assert carve_density(density, threshold, (-0.6, 0.6), wrong, distance=1.0, focal=FOCAL,
                          config=CarveConfig(min_iou=0.0)).skipped is False
+
+
+def test_in_place_carving_gives_the_same_grid_and_leaves_a_skipped_input_alone():
+    size, threshold = 128, 5.0
+    density = _sphere_field(threshold=threshold)
+    mask = _square(size, 30) & ~_square(size, 8)
+    copy = carve_density(density, threshold, (-0.6, 0.6), mask, distance=1.0, focal=FOCAL)
+    grid = density.copy()
+    res = carve_density(grid, threshold, (-0.6, 0.6), mask, distance=1.0, focal=FOCAL, inplace=True)
+    assert res.density is grid and np.array_equal(grid, copy.density) and res.to_dict() == copy.to_dict()
+    wrong = np.zeros((size, size), bool)
+    wrong[:20, :20] = True
+    grid = density.copy()
+    res = carve_density(grid, threshold, (-0.6, 0.6), wrong, distance=1.0, focal=FOCAL, inplace=True)
+    assert res.skipped and np.array_equal(grid, density)
+
+
+def test_the_recorded_silhouette_iou_after_is_the_carved_grids_own():
+    """iou_after recounts only the pixels whose rays a change crossed: it must equal a full recount."""
+    from orbitmesh.quality.silhouette import mask_at, silhouette
+
+    size, threshold = 128, 5.0
+    density = _sphere_field(threshold=threshold)
+    for mask in (_square(size, 30), _square(size, 30) & ~_square(size, 8), _square(size, 38)):
+        res = carve_density(density, threshold, (-0.6, 0.6), mask, distance=1.0, focal=FOCAL)
+        covered, _, _ = silhouette(res.density, threshold, (-0.6, 0.6), distance=1.0, focal=FOCAL,
+                                   size=res.coverage_size)
+        want = mask_at(mask, res.coverage_size)
+        assert res.iou_after == pytest.approx((covered & want).sum() / (covered | want).sum(), abs=1e-12)
+
+
+def _soft_blob(resolution: int = 256, threshold: float = 5.0) -> np.ndarray:
+    """A soft ellipsoid field like a triplane model's: its density ramps by the threshold over ~6 cells, where
+    the carve's ramp takes 2."""
+    ax = np.linspace(-0.6, 0.6, resolution)
+    x, y, z = np.meshgrid(ax, ax, ax, indexing="ij")
+    return (threshold + 4.0 * (0.33 - np.sqrt(x * x + (1.3 * y) ** 2 + z * z))).astype(np.float32)
+
+
+def test_a_carved_soft_field_meshes_without_folds_and_decimates_closed():
+    """The carve's and the fill's pixel-sized steps, and the slit where a fill slab met the model's surface,
+    used to fold the coarse-to-fine marching cubes' triangles and make the fast decimation pinch the surface
+    into non-manifold edges (sending it to its slow fallback) on a field like this one."""
+    import fast_simplification
+
+    from orbitmesh.mesh import clean_mesh, extract_surface
+    from orbitmesh.mesh.decimate import bad_edges
+    from orbitmesh.mesh.extract import trilinear
+
+    threshold, size = 5.0, 512
+    density = _soft_blob(threshold=threshold)
+    # the blob's outline spills past the smaller square's sides; both squares' corners are filled
+    for half, carved in ((120, True), (130, False)):
+        res = carve_density(density, threshold, (-0.6, 0.6), _square(size, half), distance=1.0, focal=FOCAL)
+        assert not res.skipped and res.iou_after > 0.96 and res.filled_pixels > 0
+        assert (res.removed_fraction > 0) is carved
+        ex = extract_surface(res.density, threshold, bbox=(-0.6, 0.6), target_faces=20000, close_boundary=True)
+        assert ex.stride == 2  # the coarse-to-fine path
+        v, f, _ = clean_mesh(ex.vertices, ex.faces, min_component_fraction=0.01)
+        tri = v[f]
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        _, grad = trilinear(res.density, (tri.mean(1) + 0.6) / 1.2 * 255)
+        assert ((normal * -grad).sum(1) < 0).sum() == 0, half  # no face turned against the field (a fold)
+        _, f2 = fast_simplification.simplify(v.astype(np.float32), f.astype(np.int32),
+                                             target_reduction=1 - 20000 / len(f))
+        assert bad_edges(f) == 0 and bad_edges(f2.astype(np.int32)) == 0, half
 
 
 # ----- the pipeline -----------------------------------------------------------------------------------------

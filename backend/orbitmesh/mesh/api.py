@@ -24,6 +24,7 @@ FORMATS = (".glb", ".obj")
 # (uv mesh) -> (S, S, 3) uint8 texture: replaces the per-texel bake (quality mode projects views).
 TextureFn = Callable[[UVMesh], np.ndarray]
 # (uv mesh, raster, texel points (T, 3), baked colours (T, 3)) -> (T, 3) colours: changes the bake (fast mode).
+# One with a ``prepare(vertices, faces)`` method is also told the final surface before the UVs are made.
 TexelAdjust = Callable[[UVMesh, Raster, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -73,7 +74,9 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
     ``uv_options`` (keywords of :func:`unwrap_uv`) override the speed choices.
     ``texture_fn(uv_mesh)`` (UV mesh in the field's world) -> (S, S, 3) uint8 replaces the
     bake (``color_fn`` is then unused); ``texel_adjust(uv_mesh, raster, points, colours)`` keeps the
-    bake but changes its texel colours before the seams are dilated. ``name`` names the mesh inside the
+    bake but changes its texel colours before the seams are dilated; when it has a ``prepare(vertices, faces)``
+    method, that is called with the final surface (unsplit, before the UVs) so it can start its UV-free work
+    while xatlas runs in its own process. ``name`` names the mesh inside the
     file (default: the output file's stem).
     """
     path = _check_options(target_faces, texture_size, out_path)
@@ -119,6 +122,8 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
         stats.faces, stats.vertices = len(f), len(v)
     else:
         step("uv")
+        if hasattr(texel_adjust, "prepare"):
+            texel_adjust.prepare(v, f)
         uvm = unwrap_uv(v, f, texture_size=texture_size, **(uv_options or {}))
         stats.charts = uvm.charts
         if uvm.repaired_faces:

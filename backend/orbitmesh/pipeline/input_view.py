@@ -16,6 +16,7 @@ photo and the mask are framed as the model's input was (:func:`model_border`).
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -101,25 +102,47 @@ def input_photo(preprocess, texture_size: int, camera, border: float | None = No
     return View(np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3]), camera, "input")
 
 
-def input_texture_adjust(state, texture_size: int, *, device: str = "cpu", notes: dict | None = None):
-    """A ``texel_adjust`` for :func:`orbitmesh.mesh.field_to_glb` that paints the input photo over the
-    baked model colours (output-frame mesh turned into the LRM frame of the source camera). ``notes``
-    (a dict) receives what it did (``InputTextureResult.to_dict()`` plus the photo size)."""
-    from orbitmesh.pipeline.reconstruct import lrm_points_from_output
-    from orbitmesh.quality.input_texture import input_view_colors
+class InputTextureAdjust:
+    """The ``texel_adjust`` of :func:`orbitmesh.mesh.field_to_glb` that paints the input photo over the baked
+    model colours (the output-frame mesh turned into the LRM frame of the source camera). ``prepare`` starts
+    the UV-free part (the view's depth buffer and edges) on a thread, so it runs while xatlas makes the UVs
+    in its own process. ``notes`` (a dict) receives what it did (``InputTextureResult.to_dict()`` plus the
+    photo size)."""
 
-    config = state.lrm.config
-    view = input_photo(state.preprocess, texture_size, source_camera(config), model_border(config, state.preprocess))
+    def __init__(self, view, *, device: str = "cpu", notes: dict | None = None) -> None:
+        self.view, self.device, self.notes = view, device, notes
+        self._prepared: Future | None = None
 
-    def adjust(uvm, raster, points: np.ndarray, colors: np.ndarray) -> np.ndarray:
-        # the bake's own texels (face + barycentrics, in the order of points/colors), mesh in the LRM frame
+    def prepare(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+        from orbitmesh.pipeline.reconstruct import lrm_points_from_output
+        from orbitmesh.quality.input_texture import prepare_view
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="orbitmesh-input-view")
+        self._prepared = pool.submit(prepare_view, lrm_points_from_output(vertices), faces, self.view,
+                                     device=self.device)
+        pool.shutdown(wait=False)
+
+    def __call__(self, uvm, raster, points: np.ndarray, colors: np.ndarray) -> np.ndarray:
+        from orbitmesh.pipeline.reconstruct import lrm_points_from_output
+        from orbitmesh.quality.input_texture import input_view_colors
+
+        prepared = self._prepared.result() if self._prepared is not None else None  # re-raises its error
+        # the bake's own texels (face + barycentrics and points, in the order of colors), in the LRM frame
         res = input_view_colors(lrm_points_from_output(uvm.vertices), uvm.faces, raster.face, raster.bary, colors,
-                                view, device=device)
-        if notes is not None:
-            notes.update(res.to_dict(), photo_size=int(view.rgb.shape[0]))
+                                self.view, device=self.device, texel_points=lrm_points_from_output(points),
+                                prepared=prepared)
+        if self.notes is not None:
+            self.notes.update(res.to_dict(), photo_size=int(self.view.rgb.shape[0]))
         return res.colors
 
-    return adjust
+
+def input_texture_adjust(state, texture_size: int, *, device: str = "cpu",
+                         notes: dict | None = None) -> InputTextureAdjust:
+    """The :class:`InputTextureAdjust` for a job's state: the input photo at :func:`photo_size` for
+    ``texture_size``, framed as the model's input was."""
+    config = state.lrm.config
+    view = input_photo(state.preprocess, texture_size, source_camera(config), model_border(config, state.preprocess))
+    return InputTextureAdjust(view, device=device, notes=notes)
 
 
 class CarveStage:
@@ -145,8 +168,9 @@ class CarveStage:
         start = time.perf_counter()
         distance, focal = source_camera_params(state.lrm.config)
         mask = model_mask(state.lrm.config, state.preprocess) if state.preprocess is not None else state.mask
+        # in place: the grid query's grid is this stage's to change (it replaces state.density); spares a copy
         res = carve_density(state.density, state.threshold, state.bbox, np.asarray(mask, bool),
-                            distance=distance, focal=focal, config=self.config)
+                            distance=distance, focal=focal, config=self.config, inplace=True)
         state.density = res.density
         state.warn(*res.warnings)
         record = {"enabled": True, **res.to_dict(), "seconds": round(time.perf_counter() - start, 3)}

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from orbitmesh.mesh.clean import vertex_normals
-from orbitmesh.quality.project import ProjectionConfig, View, observe
-from orbitmesh.quality.raster import rasterize
+from orbitmesh.quality.project import ProjectionConfig, View, observe, view_stack
+from orbitmesh.quality.raster import ViewRaster, rasterize
 
 
 @dataclass
@@ -107,16 +107,66 @@ def colour_match(photo: np.ndarray, model: np.ndarray, weight: np.ndarray, confi
     return gain, offset
 
 
+@dataclass
+class PreparedView:
+    """The input view's work that needs the surface but not its UVs, so it can be done while they are made
+    (:func:`prepare_view`): ``view`` with its mask cut at the mesh's outline and occlusion edges, the depth
+    ``raster`` of the faces turned towards the camera, the sampling ``stack`` (:func:`view_stack`) and the
+    projection settings."""
+
+    view: View
+    raster: ViewRaster
+    stack: torch.Tensor
+    projection: ProjectionConfig
+    seconds: float = 0.0
+
+
+def _facing(vertices: np.ndarray, faces: np.ndarray, camera) -> np.ndarray:
+    """(M,) bool: the faces turned towards the camera (wound outward)."""
+    tri = vertices[faces]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return (normal * (np.asarray(camera.position, np.float32) - tri.mean(axis=1))).sum(-1) > 0
+
+
+def prepare_view(vertices: np.ndarray, faces: np.ndarray, view: View, config: InputTextureConfig | None = None,
+                 device: str | torch.device = "cpu") -> PreparedView:
+    """The UV-free part of :func:`input_view_colors` for a surface (vertices (K, 3) / faces (M, 3) in the
+    camera's world, wound outward): the same surface with its vertices split along UV seams may be the one
+    painted later, since only the geometry matters here."""
+    start = time.perf_counter()
+    config = config or InputTextureConfig()
+    vertices = np.asarray(vertices, np.float32)
+    faces = np.asarray(faces, np.int64)
+    size = view.rgb.shape[0]
+    dev = torch.device(device)
+    # the depth buffer from the faces turned towards the camera alone: on a closed surface the nearest one along
+    # any ray is one of them, and the rasteriser's cost goes with the faces it is given
+    raster = rasterize(torch.from_numpy(vertices).to(dev),
+                       torch.from_numpy(faces[_facing(vertices, faces, view.camera)]).to(dev), view.camera, size,
+                       device=dev)
+    # Fade at the photo's outline, the mesh's outline in this view and its occlusion edges alike.
+    edges = occlusion_edges(raster.depth, float(view.camera.intrinsics[0]), config.depth_edge_px).cpu().numpy()
+    cut = View(view.rgb, np.asarray(view.mask, np.float32) * ~edges, view.camera, view.name)
+    projection = ProjectionConfig(angle_power=config.angle_power, min_cos=config.min_cos,
+                                  edge_px=max(1.0, config.edge_fraction * size), near_input_boost=0.0,
+                                  depth_tolerance_px=config.depth_tolerance_px, min_mask_fraction=0.0)
+    return PreparedView(cut, raster, view_stack(cut, projection, dev), projection,
+                        seconds=time.perf_counter() - start)
+
+
 def input_view_colors(vertices: np.ndarray, faces: np.ndarray, texel_face: np.ndarray, texel_bary: np.ndarray,
                       model_colors: np.ndarray, view: View, config: InputTextureConfig | None = None,
-                      device: str | torch.device = "cpu") -> InputTextureResult:
+                      device: str | torch.device = "cpu", texel_points: np.ndarray | None = None,
+                      prepared: PreparedView | None = None) -> InputTextureResult:
     """Texel colours with the input photo painted where the view sees them (see the module docstring).
 
     vertices (K, 3) / faces (M, 3): the mesh in the camera's world, wound outward; the texels are given
     as the face (T,) each lies on and its barycentrics (T, 3) there (a UV raster's ``face`` / ``bary``);
     model_colors (T, 3) in [0, 1] their baked colours; ``view`` the photo (square rgb (S, S, 3) float32 in
     [0, 1], mask (S, S) in [0, 1]) and its camera. Only texels on faces that face the camera are looked
-    at; hidden texels keep their model colour exactly.
+    at; hidden texels keep their model colour exactly. ``texel_points`` (T, 3): the texels' surface points
+    in the camera's world when the caller has them already (the bake does), else they are interpolated;
+    ``prepared``: :func:`prepare_view` of this surface and view with the same ``config``, when made already.
     """
     start = time.perf_counter()
     config = config or InputTextureConfig()
@@ -127,39 +177,34 @@ def input_view_colors(vertices: np.ndarray, faces: np.ndarray, texel_face: np.nd
     colors, alpha = model_colors.copy(), np.zeros(len(texel_face), np.float32)
     gain, offset = np.ones(3, np.float32), np.zeros(3, np.float32)
     # texels on faces turned towards the camera: the only ones it can see (about half; the rest are skipped)
-    tri = vertices[faces]
-    face_normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    facing = (face_normal * (np.asarray(view.camera.position, np.float32) - tri.mean(axis=1))).sum(-1) > 0
-    idx = np.flatnonzero(facing[texel_face])
+    idx = np.flatnonzero(_facing(vertices, faces, view.camera)[texel_face])
     if len(idx) == 0:
         return InputTextureResult(colors, alpha, gain, offset, seconds=time.perf_counter() - start)
+    if prepared is None:
+        prepared = prepare_view(vertices, faces, view, config, device)
+    else:
+        start -= prepared.seconds  # its time is part of the painting's, wherever it was spent
     bary, on = np.asarray(texel_bary, np.float32)[idx], faces[texel_face[idx]]
-    points = np.einsum("tk,tkd->td", bary, vertices[on])
+    points = np.einsum("tk,tkd->td", bary, vertices[on]) if texel_points is None else \
+        np.asarray(texel_points, np.float32)[idx]
     normals = np.einsum("tk,tkd->td", bary, vertex_normals(vertices, faces)[on])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
-    size = view.rgb.shape[0]
     dev = torch.device(device)
-    v = torch.from_numpy(vertices).to(dev)
-    f = torch.from_numpy(faces).to(dev)
-    raster = rasterize(v, f, view.camera, size, device=dev)
-    # Fade at the photo's outline, the mesh's outline in this view and its occlusion edges alike.
-    edges = occlusion_edges(raster.depth, float(view.camera.intrinsics[0]), config.depth_edge_px).cpu().numpy()
-    mask = np.asarray(view.mask, np.float32) * ~edges
-    proj = ProjectionConfig(angle_power=config.angle_power, min_cos=config.min_cos,
-                            edge_px=max(1.0, config.edge_fraction * size), near_input_boost=0.0,
-                            depth_tolerance_px=config.depth_tolerance_px, min_mask_fraction=0.0)
     pts = torch.from_numpy(np.ascontiguousarray(points, np.float32)).to(dev)
     nrm = torch.from_numpy(np.ascontiguousarray(normals, np.float32)).to(dev)
-    rgb, w = observe(View(view.rgb, mask, view.camera, view.name), pts, nrm, v, f, proj, raster=raster)
+    rgb, w = observe(prepared.view, pts, nrm, None, None, prepared.projection, raster=prepared.raster,
+                     stack=prepared.stack)
     photo, w = rgb.cpu().numpy(), w.cpu().numpy()
     a = _smoothstep(w / config.full_weight).astype(np.float32)
+    alpha[idx] = a
+    seen = np.flatnonzero(a > 0)  # the rest keep the model colour
+    photo, a, idx = photo[seen], a[seen], idx[seen]
     model = model_colors[idx]
     full = a >= config.match_alpha
     gain, offset = colour_match(photo[full], model[full], a[full], config)
     matched = np.clip(photo * gain + offset, 0.0, 1.0)
     a2 = a[:, None]
     photo_part = a2 * photo + (1.0 - a2) * matched  # the photo leans to the model's tone where it fades out
-    colors[idx] = np.where(a2 > 0, a2 * photo_part + (1.0 - a2) * model, model)
-    alpha[idx] = a
+    colors[idx] = a2 * photo_part + (1.0 - a2) * model
     return InputTextureResult(colors, alpha, gain, offset, seconds=time.perf_counter() - start)

@@ -129,11 +129,23 @@ def _sample(image: torch.Tensor, xy: torch.Tensor, size: int) -> torch.Tensor:
     return out[0, :, 0].T
 
 
+def view_stack(view: View, config: ProjectionConfig, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(5, S, S) float32: a view's colours, mask and distance (frame pixels) from each foreground pixel to the
+    nearest background pixel, the images :func:`observe` samples."""
+    dev = torch.device(device)
+    mask = torch.as_tensor(np.asarray(view.mask, np.float32), device=dev)
+    fg = np.asarray(view.mask) > config.mask_threshold
+    edge = torch.as_tensor(distance_transform_edt(fg).astype(np.float32), device=dev)
+    return torch.cat([torch.as_tensor(np.asarray(view.rgb, np.float32), device=dev).permute(2, 0, 1),
+                      mask[None], edge[None]])
+
+
 def observe(view: View, points: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor,
-            faces: torch.Tensor, config: ProjectionConfig, raster: ViewRaster | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            faces: torch.Tensor, config: ProjectionConfig, raster: ViewRaster | None = None,
+            stack: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Colours (T, 3) and weights (T,) (0 where unseen) of ``points`` in one view. ``raster``: the mesh
-    already rasterised into this view at the frame's size (else it is rasterised here)."""
+    already rasterised into this view at the frame's size (else it is rasterised here); ``stack``: the
+    view's :func:`view_stack` when made already."""
     dev = points.device
     size = view.rgb.shape[0]
     xy, depth = project_points(points, view.camera, size)
@@ -149,13 +161,7 @@ def observe(view: View, points: torch.Tensor, normals: torch.Tensor, vertices: t
     footprint = depth / (view.camera.intrinsics[0] * size)
     tol = config.depth_tolerance_px * footprint / cos.clamp(min=0.2) + 1e-4
     visible = inframe & (cos > config.min_cos) & (depth <= zb + tol)
-    mask = torch.as_tensor(np.asarray(view.mask, np.float32), device=dev)
-    # distance (frame pixels) from each foreground pixel to the nearest background pixel
-    fg = np.asarray(view.mask) > config.mask_threshold
-    edge = torch.as_tensor(distance_transform_edt(fg).astype(np.float32), device=dev)
-    stack = torch.cat([torch.as_tensor(np.asarray(view.rgb, np.float32), device=dev).permute(2, 0, 1),
-                       mask[None], edge[None]])
-    s = _sample(stack, xy, size)
+    s = _sample(view_stack(view, config, dev) if stack is None else stack, xy, size)
     rgb, m, d = s[:, :3], s[:, 3], s[:, 4]
     visible &= m > config.mask_threshold
     w = cos.clamp(min=0) ** config.angle_power * (d / config.edge_px).clamp(0, 1) * frame_weight(view, config)

@@ -10,17 +10,20 @@ is. Before meshing, :func:`carve_density`
   centred on the depth range of the nearest covered pixel: as deep as that range next to the model's
   outline (the rim it eroded, carried out sideways), no deeper than the missed part is wide farther
   out (a lost pole comes back roughly round), and at least ``min_half_cells`` thick so the coarse
-  marching cubes keeps it. What the carve and the fill changed, and its neighbours, is then smoothed
-  (a 1-cell Gaussian): their pixel-sized steps would otherwise leave sub-cell lips, slits and wedges
-  that the coarse-to-fine marching cubes folds and the fast decimation pinches into non-manifold
-  edges (which sends it to its slow fallback).
+  marching cubes keeps it. The slabs also cover the model's own rays for ``FILL_OVERLAP_PX`` pixels
+  past its outline, so the new surface overlaps the model's instead of meeting it along a ray-thin
+  slit. What the carve and the fill changed, and every sample within the filter's reach of it, is
+  then smoothed (a 1-cell Gaussian): pixel-sized steps and slits would otherwise be left as sub-cell
+  lips and wedges that the coarse-to-fine marching cubes folds (its vertices pulled onto a fine surface
+  the coarse grid did not see) and the fast decimation pinches into non-manifold edges, which sends it
+  to its slow fallback.
 
 Both are written as a linear ramp in world units (``threshold + slope * signed distance``, taken by
 min for the carve and max for the fill), so marching cubes places the new surface on the mask's edge
 to a fraction of a cell instead of a voxel staircase. When the model's silhouette and the mask
 disagree grossly (IoU under ``min_iou``: a wrong mask, or an object the background removal cut
-apart) nothing is changed and a warning says so. Only samples near the mask's edge are visited, so
-the cost follows the object's outline more than the grid.
+apart) nothing is changed and a warning says so. Only samples near the mask's edge are visited (and
+smoothed, block by block), so the cost follows the object's outline more than the grid.
 
 Geometry: the grid is in the pipeline's output frame (:mod:`orbitmesh.pipeline.reconstruct`): (R, R, R)
 samples over the box, indexing 'ij' = (x, y, z), samples on the box corners. The source camera sits at
@@ -32,18 +35,23 @@ batched 2-D lookup.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter, maximum_filter
+from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter
 
 from orbitmesh.errors import InputError
 from orbitmesh.mesh.field import Grid, check_field
 
 SLAB_SMOOTH_PX = 1.5  # the fill's slab depths are smoothed over this many neighbouring pixels (coverage pixels)
+FILL_OVERLAP_PX = 2  # the fill's slabs also cover the model's rays this many coverage pixels past its outline
 CHANGE_SMOOTH_CELLS = 1.0  # what the carve and the fill changed is smoothed by a Gaussian of this many cells
+SMOOTH_BAND = 2.0  # changes are smoothed only near the surface: within this many thresholds of it before or after
+SMOOTH_TRUNCATE = 2.0  # the Gaussian's radius, in sigmas: the samples within it of a change are smoothed too
+SMOOTH_BLOCK = 16  # the smoothing runs on the grid's blocks of this many cells that hold a change
 
 
 @dataclass
@@ -124,15 +132,20 @@ def silhouette(density: np.ndarray, threshold: float, bbox, *, distance: float, 
     return _silhouette(arr > threshold, grid, distance, focal, size)
 
 
-def _silhouette(inside: np.ndarray, grid: Grid, distance: float, focal: float, size: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _extents(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Ri, Rj), (Rj, Rk) bool: which x and z indices of each y slice hold an inside sample."""
+    return inside.any(axis=2), inside.any(axis=0)
+
+
+def _silhouette(inside: np.ndarray, grid: Grid, distance: float, focal: float, size: int,
+                extents: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r = inside.shape[0]
     ay = _axes(r, grid.lo, grid.hi)[1]
     centres = (np.arange(size) + 0.5) / size - 0.5  # normalised image coordinate of each pixel centre
     covered = np.zeros((size, size), bool)
     first = np.full((size, size), -1, np.int64)
     last = np.full((size, size), -1, np.int64)
-    along_i, along_k = inside.any(axis=2), inside.any(axis=0)  # (Ri, Rj), (Rj, Rk): each slice's extent
+    along_i, along_k = extents if extents is not None else _extents(inside)  # each slice's extent
     for j in np.flatnonzero(along_k.any(axis=1)):  # the slices holding anything, front to back
         depth = ay[j] + distance
         if depth <= 1e-6:
@@ -155,6 +168,74 @@ def _silhouette(inside: np.ndarray, grid: Grid, distance: float, focal: float, s
     front = np.where(covered, ay[np.maximum(first, 0)], np.nan).astype(np.float32)
     back = np.where(covered, ay[np.maximum(last, 0)], np.nan).astype(np.float32)
     return covered, front, back
+
+
+def _covered_pixels(inside: np.ndarray, grid: Grid, distance: float, focal: float, size: int, rows: np.ndarray,
+                    cols: np.ndarray, slices: np.ndarray) -> np.ndarray:
+    """(P,) bool: :func:`_silhouette`'s coverage of the pixels (rows, cols) only (the same nearest-sample
+    rule), for the few pixels whose rays a change crossed; ``slices`` (R,) bool: the y slices that may hold
+    an inside sample."""
+    r = inside.shape[0]
+    ay = _axes(r, grid.lo, grid.hi)[1]
+    hit = np.zeros(len(rows), bool)
+    if len(rows) == 0:
+        return hit
+    cx = (cols + 0.5) / size - 0.5
+    cz = -((rows + 0.5) / size - 0.5)
+    for j in np.flatnonzero(slices & (ay + distance > 1e-6)):
+        depth = ay[j] + distance
+        ii = np.rint((cx * depth / focal - grid.lo[0]) / grid.spacing[0]).astype(np.int64)
+        kk = np.rint((cz * depth / focal - grid.lo[2]) / grid.spacing[2]).astype(np.int64)
+        ok = (ii >= 0) & (ii < r) & (kk >= 0) & (kk < r) & ~hit
+        hit[ok] = inside[ii[ok], j, kk[ok]]
+    return hit
+
+
+def _smooth_changes(out: np.ndarray, changed: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-smooth (``sigma`` cells, truncated at ``SMOOTH_TRUNCATE`` sigmas; in place) every sample of
+    ``out`` (R, R, R) within the Gaussian's radius (a cube) of a ``changed`` one ((N,) flat indices), from the
+    unsmoothed values. Only the ``SMOOTH_BLOCK``-sized blocks that hold such samples are filtered, all at once
+    as one batch of windows (each block with the margin the filter reads). The same separable filter on the
+    change indicator tells which samples are within reach: its kernel is positive over exactly that cube.
+    Returns the flat indices of the smoothed samples and their values before."""
+    r = out.shape[0]
+    radius = int(SMOOTH_TRUNCATE * sigma + 0.5)  # scipy's radius for this sigma and truncation
+    b = min(SMOOTH_BLOCK, r)
+    width = min(b + 2 * radius, r)  # a block and the margin its samples' filters read
+    ijk = np.stack(np.unravel_index(changed, out.shape), 1)
+    nb = (r - 1) // b + 1
+    lo, hi = np.clip((ijk - radius) // b, 0, nb - 1), np.clip((ijk + radius) // b, 0, nb - 1)
+    occupied = np.zeros((nb, nb, nb), bool)
+    for n in range(8):  # radius < b: a change's reach overlaps at most two blocks along each axis
+        occupied[tuple((lo, hi)[(n >> a) & 1][:, a] for a in range(3))] = True
+    origins = np.argwhere(occupied) * b  # (K, 3) block corners
+    # each block's window: centred on it, slid inside the grid at its borders (where the filter reflects, as it
+    # would on the whole grid)
+    starts = np.clip(origins - (width - b) // 2, 0, r - width)
+    touched = np.zeros(out.shape, np.float32)
+    touched.reshape(-1)[changed] = 1.0
+    windows = [tuple(slice(int(a), int(a) + width) for a in st) for st in starts]
+    stack = np.empty((2 * len(windows),) + (width,) * 3, np.float32)  # values, then the change indicator
+    for n, w in enumerate(windows):
+        stack[n], stack[len(windows) + n] = out[w], touched[w]
+    # scipy's filters let go of the GIL: the two halves of the batch run at once
+    smooth = np.empty_like(stack)
+    half = (len(stack) + 1) // 2
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda h: gaussian_filter(stack[h], sigma=(0.0,) + (sigma,) * 3, truncate=SMOOTH_TRUNCATE,
+                                                output=smooth[h]), (slice(0, half), slice(half, len(stack)))))
+    values, near = smooth[:len(windows)], smooth[len(windows):] > 0
+    # each sample once: from the window of the block it belongs to
+    core = np.zeros(near.shape, bool)
+    for n, (o, st) in enumerate(zip(origins, starts)):
+        a0, a1, a2 = o - st
+        core[n, a0:a0 + b, a1:a1 + b, a2:a2 + b] = True
+    near &= core
+    n, wi, wj, wk = np.nonzero(near)
+    idx = ((wi + starts[n, 0]) * r + wj + starts[n, 1]) * r + wk + starts[n, 2]
+    before = out.reshape(-1)[idx]
+    out.reshape(-1)[idx] = values[near]
+    return idx, before
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -201,21 +282,12 @@ def _sd_lower_bound(sd: torch.Tensor, size: int) -> np.ndarray:
     return full[np.ix_(idx, idx)] - full.shape[0] / size
 
 
-def _bounding_box(occupied: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """The slices of the smallest box holding every True sample of ``occupied``, grown by ``margin``."""
-    box = []
-    for axis in range(occupied.ndim):
-        used = np.flatnonzero(occupied.any(axis=tuple(a for a in range(occupied.ndim) if a != axis)))
-        lo, hi = (int(used[0]), int(used[-1])) if len(used) else (0, -1)
-        box.append(slice(max(lo - margin, 0), min(hi + margin + 1, occupied.shape[axis])))
-    return tuple(box)
-
-
 def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray, *, distance: float,
-                  focal: float, config: CarveConfig | None = None) -> CarveResult:
+                  focal: float, config: CarveConfig | None = None, inplace: bool = False) -> CarveResult:
     """Carve ``density`` (R, R, R) to ``mask`` (S, S) bool (the source view, row 0 at the top) and fill the
-    mask pixels the model missed (see the module docstring for the geometry). Returns a new array; the
-    input is not modified.
+    mask pixels the model missed (see the module docstring for the geometry). Returns a new array and leaves
+    the input alone, unless ``inplace`` (a C-contiguous float32 input is then changed and returned, which
+    spares a copy of the grid; when the carve is skipped it is left as it was).
 
     Only samples above the threshold are carved (the rest are outside already, and the new surface's
     crossings lie on edges from a kept sample to a carved one, whose ramp values place it), and of those
@@ -231,7 +303,8 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     mask_c = mask_at(mask, c)
     inside = arr > threshold
     n_inside = int(inside.sum())
-    covered, front, back = _silhouette(inside, grid, distance, focal, c)
+    extents = _extents(inside)
+    covered, front, back = _silhouette(inside, grid, distance, focal, c, extents)
     iou_before = _iou(covered, mask_c)
     if not mask.any() or iou_before < config.min_iou:
         why = "the input mask is empty" if not mask.any() else \
@@ -245,11 +318,14 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     floor = threshold - scale  # carved samples stay finite, well below the threshold
     sd = torch.from_numpy(signed_distance(mask))[None, None]  # (1, 1, S, S) pixels
     ax, ay, az = _axes(r, grid.lo, grid.hi)
-    out = arr.copy()
+    own = inplace and isinstance(density, np.ndarray) and density.dtype == np.float32 and density.flags.c_contiguous
+    out = density if own else arr.copy()
+    undo = []  # (flat indices, values before) of every write, to restore an in-place input when skipping
 
     # carve: every inside sample down to the ramp of the dilated mask's signed distance (world units). Only
     # samples near or outside the mask's edge can be affected (deeper in, the ramp is above any density):
-    # those are picked slice by slice on the coverage grid, then carved one by one in float32.
+    # those are picked slice by slice on the coverage grid (within the slice's own extent), then carved one
+    # by one in float32.
     depth = ay + distance  # per slice
     ahead = depth > 1e-6  # slices at or behind the camera hold nothing of the object
     to_grid = np.where(ahead, 2.0 * focal / np.maximum(depth, 1e-6), 0.0).astype(np.float32)  # 2 (u - 0.5) / x
@@ -258,17 +334,20 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     block_px = s / c  # mask pixels per coverage pixel
     sd_c = _sd_lower_bound(sd, c)
     reach = float(arr.max()) - threshold  # the most the ramp may need to take off
+    along_i, along_k = extents
     picked = []
-    for jj in np.flatnonzero(inside.any(axis=(0, 2))):
+    for jj in np.flatnonzero(along_k.any(axis=1)):
+        i_has, k_has = np.flatnonzero(along_i[:, jj]), np.flatnonzero(along_k[jj])
+        i0, i1, k0, k1 = i_has[0], i_has[-1] + 1, k_has[0], k_has[-1] + 1
         if ahead[jj]:
             safe_px = reach / to_ramp[jj] - dilate_px + block_px + 1.0  # deeper than this in the mask: untouched
-            cols = np.clip(np.floor((0.5 + focal * ax / depth[jj]) * c), 0, c - 1).astype(np.int64)
-            rows = np.clip(np.floor((0.5 - focal * az / depth[jj]) * c), 0, c - 1).astype(np.int64)
-            near = (sd_c < safe_px)[np.ix_(rows, cols)].T & inside[:, jj, :]  # (i, k)
+            cols = np.clip(np.floor((0.5 + focal * ax[i0:i1] / depth[jj]) * c), 0, c - 1).astype(np.int64)
+            rows = np.clip(np.floor((0.5 - focal * az[k0:k1] / depth[jj]) * c), 0, c - 1).astype(np.int64)
+            near = (sd_c[np.ix_(rows, cols)] < safe_px).T & inside[i0:i1, jj, k0:k1]  # (i, k)
         else:
-            near = inside[:, jj, :]
+            near = inside[i0:i1, jj, k0:k1]
         ii, kk = np.nonzero(near)
-        picked.append((ii * r + jj) * r + kk)
+        picked.append(((ii + i0) * r + jj) * r + kk + k0)
     idx = np.concatenate(picked) if picked else np.zeros(0, np.int64)
     i = idx // (r * r)
     j = idx // r - i * r
@@ -283,55 +362,94 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     old = flat[idx]
     new = np.minimum(old, ramp)
     flat[idx] = new
+    undo.append((idx, old))
     removed = new <= threshold
     inside.reshape(-1)[idx[removed]] = False
-    touched = np.zeros(arr.shape, bool)  # samples the carve or the fill changed, smoothed at the end
-    touched.reshape(-1)[idx[new < old]] = True
+    # the samples the carve or the fill changed near the surface (within SMOOTH_BAND of the threshold before or
+    # after: farther ones cannot move it, even smoothed), by flat index: they and their neighbours are smoothed
+    band = SMOOTH_BAND * scale
+    changed = [idx[(new < old) & (np.minimum(np.abs(old - threshold), np.abs(new - threshold)) < band)]]
 
     # fill, slice by slice: every mask pixel the model misses gets a slab along its ray, centred on the depth
     # range of the nearest covered pixel: as deep as that range next to the model's outline (its rim carried
     # out sideways), no deeper than the missed part is wide farther out (a lost part). Looked up with the
-    # missed pixels grown by one (a voxel whose footprint touches one counts), inside the undilated mask (so
-    # under the carve's ramp), taken by max.
-    added, missed = 0, np.zeros_like(mask_c)
+    # missed pixels grown by FILL_OVERLAP_PX (a voxel whose footprint touches one counts, and the slabs
+    # overlap the model's own rays next to them), inside the undilated mask (so under the carve's ramp),
+    # taken by max.
+    missed, filled = np.zeros_like(mask_c), []
     if config.fill and covered.any():
         missed = mask_c & ~covered
         centre, half = _slabs(covered, front, back, mask_c, distance=distance, focal=focal, cell=cell,
                               min_half=config.min_half_cells * cell, grow=config.grow_cells * cell)
-        missed_near = binary_dilation(missed) & mask_c
+        missed_near = binary_dilation(missed, iterations=FILL_OVERLAP_PX) & mask_c
         slabs = torch.from_numpy(np.stack([centre, half]))[None]
         if missed_near.any():
             y_lo, y_hi = float((centre - half)[missed_near].min()), float((centre + half)[missed_near].max())
+            used_r, used_c = np.flatnonzero(missed_near.any(axis=1)), np.flatnonzero(missed_near.any(axis=0))
         else:
             y_lo, y_hi = 1.0, 0.0
+        found = []  # (ii, jj, kk) of the samples whose pixels are in missed_near, slice by slice
         for jj in np.flatnonzero((ay >= y_lo - cell) & (ay <= y_hi + cell) & (ay + distance > 1e-6)):
             dj = ay[jj] + distance
             cols = np.clip(np.floor((0.5 + focal * ax / dj) * c), 0, c - 1).astype(np.int64)
             rows = np.clip(np.floor((0.5 - focal * az / dj) * c), 0, c - 1).astype(np.int64)
-            kk, ii = np.nonzero(missed_near[np.ix_(rows, cols)])
-            if len(kk) == 0:
-                continue
-            depth_j = np.full(len(ii), dj)
-            edge = _sample_pixels(sd, ax[ii], az[kk], depth_j, focal) * dj / (focal * s)
-            c_ij, h_ij = _sample_pixels(slabs, ax[ii], az[kk], depth_j, focal)
+            # only the x and z indices whose pixels can be in missed_near (cols rise with x, rows fall with z)
+            i0, i1 = np.searchsorted(cols, used_c[0]), np.searchsorted(cols, used_c[-1], side="right")
+            k0, k1 = np.searchsorted(-rows, -used_r[-1]), np.searchsorted(-rows, -used_r[0], side="right")
+            if i1 > i0 and k1 > k0:
+                kk, ii = np.nonzero(missed_near[np.ix_(rows[k0:k1], cols[i0:i1])])
+                found.append((ii + i0, np.full(len(ii), jj), kk + k0))
+        if found:
+            ii, jj, kk = (np.concatenate(a) for a in zip(*found))
+            dj = ay[jj] + distance
+            edge = _sample_pixels(sd, ax[ii], az[kk], dj, focal) * dj / (focal * s)
+            c_ij, h_ij = _sample_pixels(slabs, ax[ii], az[kk], dj, focal)
             value = (threshold + slope * np.minimum(h_ij - np.abs(ay[jj] - c_ij), edge)).astype(np.float32)
-            up = value > out[ii, jj, kk]
-            out[ii[up], jj, kk[up]] = value[up]
-            touched[ii[up], jj, kk[up]] = True
-    if touched.any():
+            flat_ijk = (ii * r + jj) * r + kk
+            before = flat[flat_ijk]
+            up = value > before
+            flat[flat_ijk[up]] = value[up]
+            filled.append(flat_ijk[up])
+            undo.append((flat_ijk[up], before[up]))
+            changed.append(flat_ijk[up & (np.minimum(np.abs(before - threshold), np.abs(value - threshold)) < band)])
+    changed = np.concatenate(changed)
+    smoothed = np.zeros(0, np.int64)
+    if len(changed):
         # smooth what the carve and the fill changed, and its neighbours: no sub-voxel lip, slit or wedge is
         # left for the coarse-to-fine marching cubes and the decimation to fold into non-manifold edges
-        box = _bounding_box(touched, margin=3)
-        region = out[box]
-        near = maximum_filter(touched[box], size=3)
-        region[near] = gaussian_filter(region, CHANGE_SMOOTH_CELLS)[near]
-        now = region > threshold
-        added += int((now & ~inside[box]).sum())
-        inside[box] = now
+        smoothed, before = _smooth_changes(out, changed, CHANGE_SMOOTH_CELLS)
+        undo.append((smoothed, before))
+    # the samples that may have changed side since the carve: the filled and the smoothed ones
+    since = np.unique(np.concatenate([smoothed, *filled]))
+    now = out.reshape(-1)[since] > threshold
+    added = int((now & ~inside.reshape(-1)[since]).sum())
+    inside.reshape(-1)[since] = now
     if not inside.any():
+        for where, values in reversed(undo):
+            out.reshape(-1)[where] = values
         return CarveResult(arr, True, iou_before, iou_before, coverage_size=c,
                            warnings=["silhouette carving skipped: it would have removed the whole object"])
-    covered_after, _, _ = _silhouette(inside, grid, distance, focal, c)
+    # the coverage after: only the pixels whose rays crossed a change can differ: those the changed samples
+    # project into, grown by the pixels whose centres are nearest to the same sample (up to half a cell away)
+    recount = np.concatenate([since, idx[removed]])
+    si = recount // (r * r)
+    sj = recount // r - si * r
+    sk = recount - (si * r + sj) * r
+    in_view = ahead[sj]
+    si, sj, sk = si[in_view], sj[in_view], sk[in_view]
+    crossed = np.zeros((c, c), bool)
+    if len(sj):
+        cols = np.clip(np.floor((0.5 + focal * ax[si] / depth[sj]) * c), 0, c - 1).astype(np.int64)
+        rows = np.clip(np.floor((0.5 - focal * az[sk] / depth[sj]) * c), 0, c - 1).astype(np.int64)
+        crossed[rows, cols] = True
+        pixel = float(depth[sj].min()) / (focal * c)  # the smallest pixel footprint among the changed samples
+        grow = max(1, int(np.floor(0.5 + 0.5 * float(grid.spacing.max()) / pixel)))
+        crossed = binary_dilation(crossed, np.ones((2 * grow + 1, 2 * grow + 1), bool))
+    pr, pc = np.nonzero(crossed)
+    covered_after = covered.copy()
+    slices = along_k.any(axis=1)  # the slices that held anything, and those the fill reached
+    slices[np.unique(sj)] = True
+    covered_after[pr, pc] = _covered_pixels(inside, grid, distance, focal, c, pr, pc, slices)
     n_before = max(n_inside, 1)
     return CarveResult(out, False, iou_before, _iou(covered_after, mask_c),
                        removed_fraction=float(removed.sum()) / n_before, added_fraction=added / n_before,
