@@ -122,6 +122,44 @@ def test_a_view_prepared_from_the_unsplit_surface_paints_exactly_like_the_split_
     assert np.array_equal(direct.colors, ahead.colors) and np.array_equal(direct.alpha, ahead.alpha)
 
 
+def test_the_bake_skips_the_colour_field_where_the_photo_replaces_it():
+    """Texels the photo replaces outright need no model colour: the bake does not evaluate the colour field
+    there, except every match_every-th of them for the colour match, and the texture comes out as with them."""
+    from orbitmesh.mesh.bake import bake_texture
+    from orbitmesh.quality.input_texture import InputTextureConfig, observe_texels, paint, replaced_texels
+
+    size, tex = 192, 256
+    v, f, uv, sides = _cube()
+    camera = Camera(look_at((1.0, 0.0, 0.0)), (FOCAL, FOCAL, 0.5, 0.5))
+    view = View(_photo(size), rasterize(v, f, camera, size).mask.numpy().astype(np.float32), camera, "input")
+    evaluated = []
+
+    def color_fn(points):
+        evaluated.append(len(points))
+        return np.tile(np.array([[0.7, 0.3, 0.2]], np.float32), (len(points), 1)) + 0.1 * points
+
+    seen = {}
+
+    def replaced(r, points):
+        seen["obs"] = observe_texels(v, f, r.face, r.bary, view, texel_points=points)
+        seen["skip"] = replaced_texels(seen["obs"])
+        return seen["skip"]
+
+    def adjust(r, points, colors):
+        assert np.all(colors[seen["skip"]] == 0)  # never computed
+        return paint(seen["obs"], colors, known=~seen["skip"]).colors
+
+    image, r = bake_texture(v, f, uv, color_fn, tex, adjust=adjust, replaced=replaced)
+    skip, full = seen["skip"], seen["obs"].alpha >= 1.0
+    assert full.mean() > 0.1 and skip.sum() == full.sum() - len(range(0, full.sum(), InputTextureConfig().match_every))
+    assert sum(evaluated) == len(r.face) - skip.sum()
+    reference, _ = bake_texture(v, f, uv, color_fn, tex, adjust=lambda rr, p, c: input_view_colors(
+        v, f, rr.face, rr.bary, c, view, texel_points=p).colors)
+    diff = np.abs(image.astype(int) - reference.astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.05  # the colour match from an eighth of the texels: near the same
+    assert np.array_equal(image.reshape(-1, 3)[r.texel][full], reference.reshape(-1, 3)[r.texel][full])
+
+
 def test_the_mesh_stage_prepares_the_adjust_with_its_final_surface(tmp_path):
     from orbitmesh.mesh import field_to_glb
 

@@ -24,7 +24,8 @@ FORMATS = (".glb", ".obj")
 # (uv mesh) -> (S, S, 3) uint8 texture: replaces the per-texel bake (quality mode projects views).
 TextureFn = Callable[[UVMesh], np.ndarray]
 # (uv mesh, raster, texel points (T, 3), baked colours (T, 3)) -> (T, 3) colours: changes the bake (fast mode).
-# One with a ``prepare(vertices, faces)`` method is also told the final surface before the UVs are made.
+# One with a ``prepare(vertices, faces)`` method is also told the final surface before the UVs are made, and one
+# with ``replaced(uv mesh, raster, points)`` -> (T,) bool names the texels it replaces outright (not baked).
 TexelAdjust = Callable[[UVMesh, Raster, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -76,8 +77,9 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
     bake (``color_fn`` is then unused); ``texel_adjust(uv_mesh, raster, points, colours)`` keeps the
     bake but changes its texel colours before the seams are dilated; when it has a ``prepare(vertices, faces)``
     method, that is called with the final surface (unsplit, before the UVs) so it can start its UV-free work
-    while xatlas runs in its own process. ``name`` names the mesh inside the
-    file (default: the output file's stem).
+    while xatlas runs in its own process, and when it has ``replaced(uv_mesh, raster, points)`` -> (T,) bool,
+    ``color_fn`` is not evaluated at the texels it names (it replaces their colours outright). ``name`` names
+    the mesh inside the file (default: the output file's stem).
     """
     path = _check_options(target_faces, texture_size, out_path)
     mesh_name = name or path.stem
@@ -133,7 +135,9 @@ def field_to_glb(density, color_fn: ColorFn, *, bbox=(-1, 1), threshold: float, 
         step("bake")
         if texture_fn is None:
             adjust = None if texel_adjust is None else (lambda r, p, c: texel_adjust(uvm, r, p, c))
-            texture, raster = bake_texture(uvm.vertices, uvm.faces, uvm.uvs, color_fn, texture_size, adjust=adjust)
+            replaced = (lambda r, p: texel_adjust.replaced(uvm, r, p)) if hasattr(texel_adjust, "replaced") else None
+            texture, raster = bake_texture(uvm.vertices, uvm.faces, uvm.uvs, color_fn, texture_size, adjust=adjust,
+                                           replaced=replaced)
             stats.uv_coverage = raster.coverage
         else:
             texture = np.asarray(texture_fn(uvm))

@@ -197,19 +197,26 @@ def dilate(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
 
 def bake_texture(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, color_fn: ColorFn,
                  size: int = 1024, *, margin: float = 1.0, chunk: int = 262_144,
-                 adjust: Callable[[Raster, np.ndarray, np.ndarray], np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, Raster]:
+                 adjust: Callable[[Raster, np.ndarray, np.ndarray], np.ndarray] | None = None,
+                 replaced: Callable[[Raster, np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, Raster]:
     """Bake ``color_fn`` at each texel's 3D surface point.
 
     vertices (K, 3) float32 (the space color_fn expects), faces (M, 3), uvs (K, 2) in [0, 1].
     ``adjust(raster, points (T, 3), colours (T, 3) float32)`` -> (T, 3) colours in [0, 1] may change the
-    baked colours before they are written and the seams dilated (fast mode paints the input photo).
+    baked colours before they are written and the seams dilated (fast mode paints the input photo);
+    ``replaced(raster, points)`` -> (T,) bool: the texels whose colour ``adjust`` replaces outright, where
+    ``color_fn`` is then not evaluated (their colours reach ``adjust`` as 0).
     Returns the (size, size, 3) uint8 sRGB image (row 0 = v 0) and the Raster.
     """
     r = rasterize(uvs, faces, size, margin=margin)
     tri = vertices[faces[r.face]].astype(np.float32)  # (T, 3, 3)
     points = np.einsum("tk,tkd->td", r.bary, tri)
-    colors = eval_color_fn(color_fn, points, chunk)
+    skip = None if replaced is None or adjust is None else np.asarray(replaced(r, points), bool)
+    if skip is None or not skip.any():
+        colors = eval_color_fn(color_fn, points, chunk)
+    else:
+        colors = np.zeros((len(points), 3), np.float32)
+        colors[~skip] = eval_color_fn(color_fn, points[~skip], chunk)
     if adjust is not None:
         colors = np.clip(np.asarray(adjust(r, points, colors), np.float32).reshape(len(points), 3), 0.0, 1.0)
     image = np.zeros((size * size, 3), np.uint8)

@@ -106,12 +106,14 @@ class InputTextureAdjust:
     """The ``texel_adjust`` of :func:`orbitmesh.mesh.field_to_glb` that paints the input photo over the baked
     model colours (the output-frame mesh turned into the LRM frame of the source camera). ``prepare`` starts
     the UV-free part (the view's depth buffer and edges) on a thread, so it runs while xatlas makes the UVs
-    in its own process. ``notes`` (a dict) receives what it did (``InputTextureResult.to_dict()`` plus the
-    photo size)."""
+    in its own process; ``replaced`` observes the texels before the bake and names those the photo replaces
+    outright, so the model's colour field is not evaluated there. ``notes`` (a dict) receives what it did
+    (``InputTextureResult.to_dict()`` plus the photo size)."""
 
     def __init__(self, view, *, device: str = "cpu", notes: dict | None = None) -> None:
         self.view, self.device, self.notes = view, device, notes
         self._prepared: Future | None = None
+        self._observation, self._known = None, None  # what replaced() saw, for __call__
 
     def prepare(self, vertices: np.ndarray, faces: np.ndarray) -> None:
         from orbitmesh.pipeline.reconstruct import lrm_points_from_output
@@ -122,18 +124,31 @@ class InputTextureAdjust:
                                      device=self.device)
         pool.shutdown(wait=False)
 
-    def __call__(self, uvm, raster, points: np.ndarray, colors: np.ndarray) -> np.ndarray:
-        from orbitmesh.pipeline.reconstruct import lrm_points_from_output
-        from orbitmesh.quality.input_texture import input_view_colors
+    def replaced(self, uvm, raster, points: np.ndarray) -> np.ndarray:
+        """(T,) bool: the bake's texels the photo replaces outright (their model colour need not be baked)."""
+        from orbitmesh.quality.input_texture import replaced_texels
 
-        prepared = self._prepared.result() if self._prepared is not None else None  # re-raises its error
-        # the bake's own texels (face + barycentrics and points, in the order of colors), in the LRM frame
-        res = input_view_colors(lrm_points_from_output(uvm.vertices), uvm.faces, raster.face, raster.bary, colors,
-                                self.view, device=self.device, texel_points=lrm_points_from_output(points),
-                                prepared=prepared)
+        self._observation = self._observe(uvm, raster, points)
+        self._known = ~replaced_texels(self._observation)
+        return ~self._known
+
+    def __call__(self, uvm, raster, points: np.ndarray, colors: np.ndarray) -> np.ndarray:
+        from orbitmesh.quality.input_texture import paint
+
+        observation = self._observation if self._observation is not None else self._observe(uvm, raster, points)
+        res = paint(observation, colors, known=self._known)
         if self.notes is not None:
             self.notes.update(res.to_dict(), photo_size=int(self.view.rgb.shape[0]))
         return res.colors
+
+    def _observe(self, uvm, raster, points: np.ndarray):
+        from orbitmesh.pipeline.reconstruct import lrm_points_from_output
+        from orbitmesh.quality.input_texture import observe_texels
+
+        prepared = self._prepared.result() if self._prepared is not None else None  # re-raises its error
+        # the bake's own texels (face + barycentrics and points), in the LRM frame
+        return observe_texels(lrm_points_from_output(uvm.vertices), uvm.faces, raster.face, raster.bary, self.view,
+                              device=self.device, texel_points=lrm_points_from_output(points), prepared=prepared)
 
 
 def input_texture_adjust(state, texture_size: int, *, device: str = "cpu",

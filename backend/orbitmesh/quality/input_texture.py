@@ -36,7 +36,8 @@ class InputTextureConfig:
     inside an edge, as a share of the photo's width; ``depth_edge_px``: a depth step between neighbouring
     pixels larger than this many pixel footprints is an occlusion edge; ``min_cos``: grazing texels below
     it are not painted; the colour match uses texels with alpha >= ``match_alpha`` and keeps its gain in
-    ``gain_range`` and its offset within +-``max_offset``."""
+    ``gain_range`` and its offset within +-``max_offset``; of the texels the photo replaces outright, every
+    ``match_every``-th keeps its model colour for the match (see :func:`replaced_texels`)."""
 
     angle_power: float = 1.0
     full_weight: float = 0.35
@@ -48,6 +49,7 @@ class InputTextureConfig:
     min_match_texels: int = 64
     gain_range: tuple[float, float] = (0.67, 1.5)
     max_offset: float = 0.15
+    match_every: int = 8
 
 
 @dataclass
@@ -154,32 +156,34 @@ def prepare_view(vertices: np.ndarray, faces: np.ndarray, view: View, config: In
                         seconds=time.perf_counter() - start)
 
 
-def input_view_colors(vertices: np.ndarray, faces: np.ndarray, texel_face: np.ndarray, texel_bary: np.ndarray,
-                      model_colors: np.ndarray, view: View, config: InputTextureConfig | None = None,
-                      device: str | torch.device = "cpu", texel_points: np.ndarray | None = None,
-                      prepared: PreparedView | None = None) -> InputTextureResult:
-    """Texel colours with the input photo painted where the view sees them (see the module docstring).
+@dataclass
+class InputObservation:
+    """What the input view sees of the texels: ``alpha`` (T,) float32 the photo's share of each (0: unseen,
+    1: the photo alone), ``seen`` (P,) the indices of the texels with alpha > 0 and ``photo`` (P, 3) float32
+    the photo's colours there."""
 
-    vertices (K, 3) / faces (M, 3): the mesh in the camera's world, wound outward; the texels are given
-    as the face (T,) each lies on and its barycentrics (T, 3) there (a UV raster's ``face`` / ``bary``);
-    model_colors (T, 3) in [0, 1] their baked colours; ``view`` the photo (square rgb (S, S, 3) float32 in
-    [0, 1], mask (S, S) in [0, 1]) and its camera. Only texels on faces that face the camera are looked
-    at; hidden texels keep their model colour exactly. ``texel_points`` (T, 3): the texels' surface points
-    in the camera's world when the caller has them already (the bake does), else they are interpolated;
-    ``prepared``: :func:`prepare_view` of this surface and view with the same ``config``, when made already.
-    """
+    alpha: np.ndarray
+    seen: np.ndarray
+    photo: np.ndarray
+    seconds: float = 0.0
+
+
+def observe_texels(vertices: np.ndarray, faces: np.ndarray, texel_face: np.ndarray, texel_bary: np.ndarray,
+                   view: View, config: InputTextureConfig | None = None, device: str | torch.device = "cpu",
+                   texel_points: np.ndarray | None = None, prepared: PreparedView | None = None
+                   ) -> InputObservation:
+    """The photo's share and colour of every texel (the first half of :func:`input_view_colors`, which
+    describes the arguments): it needs no model colour."""
     start = time.perf_counter()
     config = config or InputTextureConfig()
     vertices = np.asarray(vertices, np.float32)
     faces = np.asarray(faces, np.int64)
-    model_colors = np.asarray(model_colors, np.float32)
     texel_face = np.asarray(texel_face, np.int64)
-    colors, alpha = model_colors.copy(), np.zeros(len(texel_face), np.float32)
-    gain, offset = np.ones(3, np.float32), np.zeros(3, np.float32)
+    alpha = np.zeros(len(texel_face), np.float32)
     # texels on faces turned towards the camera: the only ones it can see (about half; the rest are skipped)
     idx = np.flatnonzero(_facing(vertices, faces, view.camera)[texel_face])
     if len(idx) == 0:
-        return InputTextureResult(colors, alpha, gain, offset, seconds=time.perf_counter() - start)
+        return InputObservation(alpha, idx, np.zeros((0, 3), np.float32), seconds=time.perf_counter() - start)
     if prepared is None:
         prepared = prepare_view(vertices, faces, view, config, device)
     else:
@@ -199,12 +203,60 @@ def input_view_colors(vertices: np.ndarray, faces: np.ndarray, texel_face: np.nd
     a = _smoothstep(w / config.full_weight).astype(np.float32)
     alpha[idx] = a
     seen = np.flatnonzero(a > 0)  # the rest keep the model colour
-    photo, a, idx = photo[seen], a[seen], idx[seen]
+    return InputObservation(alpha, idx[seen], photo[seen], seconds=time.perf_counter() - start)
+
+
+def replaced_texels(observation: InputObservation, config: InputTextureConfig | None = None) -> np.ndarray:
+    """(T,) bool: the texels the photo replaces outright (alpha 1), whose model colour is then never used, so
+    a bake need not compute it; but every ``match_every``-th of them is left out, for the colour match."""
+    config = config or InputTextureConfig()
+    full = np.flatnonzero(observation.alpha >= 1.0)
+    out = np.zeros(len(observation.alpha), bool)
+    out[full] = True
+    out[full[::max(config.match_every, 1)]] = False
+    return out
+
+
+def paint(observation: InputObservation, model_colors: np.ndarray, config: InputTextureConfig | None = None,
+          known: np.ndarray | None = None) -> InputTextureResult:
+    """The texels' colours: the photo blended over ``model_colors`` (T, 3) by the observation's alpha (the
+    second half of :func:`input_view_colors`). ``known`` (T,) bool: the texels whose model colour was
+    computed (default: all); the others must be among :func:`replaced_texels`, and the colour match uses
+    only known ones."""
+    start = time.perf_counter()
+    config = config or InputTextureConfig()
+    model_colors = np.asarray(model_colors, np.float32)
+    colors = model_colors.copy()
+    gain, offset = np.ones(3, np.float32), np.zeros(3, np.float32)
+    idx, photo = observation.seen, observation.photo
+    a = observation.alpha[idx]
     model = model_colors[idx]
     full = a >= config.match_alpha
+    if known is not None:
+        full &= known[idx]
     gain, offset = colour_match(photo[full], model[full], a[full], config)
     matched = np.clip(photo * gain + offset, 0.0, 1.0)
     a2 = a[:, None]
     photo_part = a2 * photo + (1.0 - a2) * matched  # the photo leans to the model's tone where it fades out
     colors[idx] = a2 * photo_part + (1.0 - a2) * model
-    return InputTextureResult(colors, alpha, gain, offset, seconds=time.perf_counter() - start)
+    return InputTextureResult(colors, observation.alpha, gain, offset,
+                              seconds=observation.seconds + time.perf_counter() - start)
+
+
+def input_view_colors(vertices: np.ndarray, faces: np.ndarray, texel_face: np.ndarray, texel_bary: np.ndarray,
+                      model_colors: np.ndarray, view: View, config: InputTextureConfig | None = None,
+                      device: str | torch.device = "cpu", texel_points: np.ndarray | None = None,
+                      prepared: PreparedView | None = None) -> InputTextureResult:
+    """Texel colours with the input photo painted where the view sees them (see the module docstring).
+
+    vertices (K, 3) / faces (M, 3): the mesh in the camera's world, wound outward; the texels are given
+    as the face (T,) each lies on and its barycentrics (T, 3) there (a UV raster's ``face`` / ``bary``);
+    model_colors (T, 3) in [0, 1] their baked colours; ``view`` the photo (square rgb (S, S, 3) float32 in
+    [0, 1], mask (S, S) in [0, 1]) and its camera. Only texels on faces that face the camera are looked
+    at; hidden texels keep their model colour exactly. ``texel_points`` (T, 3): the texels' surface points
+    in the camera's world when the caller has them already (the bake does), else they are interpolated;
+    ``prepared``: :func:`prepare_view` of this surface and view with the same ``config``, when made already.
+    """
+    observation = observe_texels(vertices, faces, texel_face, texel_bary, view, config, device, texel_points,
+                                 prepared)
+    return paint(observation, model_colors, config)
