@@ -438,7 +438,7 @@ def test_preload_and_decimate_without_pymeshlab(no_pymeshlab, monkeypatch, caplo
     closed = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]] * 3, np.int32)
     opened = closed[:1].copy()
     monkeypatch.setitem(sys.modules, "fast_simplification", types.SimpleNamespace(
-        simplify=lambda v, f, target_reduction: (v, opened)))
+        simplify=lambda v, f, target_reduction, agg=7.0: (v, opened)))
     monkeypatch.setattr(decimate, "bad_edges", lambda f: 3 if len(f) == 1 else 0)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
