@@ -279,6 +279,29 @@ def test_the_recorded_silhouette_iou_after_is_the_carved_grids_own():
         assert res.iou_after == pytest.approx((covered & want).sum() / (covered | want).sum(), abs=1e-12)
 
 
+@pytest.mark.parametrize("resolution", [40, 53])
+def test_smoothing_the_changes_block_by_block_equals_smoothing_the_whole_grid_there(resolution):
+    """Changes at the grid's corners and borders and inside, on a grid that is not a whole number of blocks."""
+    from scipy.ndimage import gaussian_filter, maximum_filter
+
+    from orbitmesh.quality.silhouette import SMOOTH_TRUNCATE, _smooth_changes
+
+    rng = np.random.default_rng(resolution)
+    grid = rng.normal(size=(resolution,) * 3).astype(np.float32)
+    r = resolution - 1
+    points = [(0, 0, 0), (r, r, r), (0, r // 2, r), (r // 2, r // 2, r // 2), (17, 16, 15), (1, 30, 2)]
+    changed = np.array([np.ravel_multi_index(p, grid.shape) for p in points] +
+                       list(rng.choice(grid.size, 40, replace=False)))
+    out = grid.copy()
+    idx, before = _smooth_changes(out, changed, 1.0)
+    touched = np.zeros(grid.shape, bool)
+    touched.reshape(-1)[changed] = True
+    near = maximum_filter(touched, size=5)  # the Gaussian's radius: 2 cells
+    want = np.where(near, gaussian_filter(grid, 1.0, truncate=SMOOTH_TRUNCATE), grid)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-6)
+    assert np.array_equal(np.sort(idx), np.flatnonzero(near)) and np.array_equal(before, grid.reshape(-1)[idx])
+
+
 def _soft_blob(resolution: int = 256, threshold: float = 5.0) -> np.ndarray:
     """A soft ellipsoid field like a triplane model's: its density ramps by the threshold over ~6 cells, where
     the carve's ramp takes 2."""

@@ -195,9 +195,8 @@ def _smooth_changes(out: np.ndarray, changed: np.ndarray, sigma: float) -> tuple
     """Gaussian-smooth (``sigma`` cells, truncated at ``SMOOTH_TRUNCATE`` sigmas; in place) every sample of
     ``out`` (R, R, R) within the Gaussian's radius (a cube) of a ``changed`` one ((N,) flat indices), from the
     unsmoothed values. Only the ``SMOOTH_BLOCK``-sized blocks that hold such samples are filtered, all at once
-    as one batch of windows (each block with the margin the filter reads). The same separable filter on the
-    change indicator tells which samples are within reach: its kernel is positive over exactly that cube.
-    Returns the flat indices of the smoothed samples and their values before."""
+    as one batch of windows (each block with the margin the filter reads). Returns the flat indices of the
+    smoothed samples and their values before."""
     r = out.shape[0]
     radius = int(SMOOTH_TRUNCATE * sigma + 0.5)  # scipy's radius for this sigma and truncation
     b = min(SMOOTH_BLOCK, r)
@@ -212,19 +211,20 @@ def _smooth_changes(out: np.ndarray, changed: np.ndarray, sigma: float) -> tuple
     # each block's window: centred on it, slid inside the grid at its borders (where the filter reflects, as it
     # would on the whole grid)
     starts = np.clip(origins - (width - b) // 2, 0, r - width)
-    touched = np.zeros(out.shape, np.float32)
-    touched.reshape(-1)[changed] = 1.0
+    touched = np.zeros(out.shape, bool)
+    touched.reshape(-1)[changed] = True
     windows = [tuple(slice(int(a), int(a) + width) for a in st) for st in starts]
-    stack = np.empty((2 * len(windows),) + (width,) * 3, np.float32)  # values, then the change indicator
-    for n, w in enumerate(windows):
-        stack[n], stack[len(windows) + n] = out[w], touched[w]
-    # scipy's filters let go of the GIL: the two halves of the batch run at once
-    smooth = np.empty_like(stack)
-    half = (len(stack) + 1) // 2
+    values = np.stack([out[w] for w in windows])
+    # scipy's filter lets go of the GIL: the two halves of the batch run at once, and the change indicator is
+    # grown by the filter's radius (a cube, where its kernel is positive) meanwhile
+    smooth = np.empty_like(values)
+    half = (len(values) + 1) // 2
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda h: gaussian_filter(stack[h], sigma=(0.0,) + (sigma,) * 3, truncate=SMOOTH_TRUNCATE,
-                                                output=smooth[h]), (slice(0, half), slice(half, len(stack)))))
-    values, near = smooth[:len(windows)], smooth[len(windows):] > 0
+        jobs = [pool.submit(gaussian_filter, values[h], sigma=(0.0,) + (sigma,) * 3, truncate=SMOOTH_TRUNCATE,
+                            output=smooth[h]) for h in (slice(0, half), slice(half, len(values)))]
+        near = _grow_box(np.stack([touched[w] for w in windows]), radius)
+        for job in jobs:
+            job.result()
     # each sample once: from the window of the block it belongs to
     core = np.zeros(near.shape, bool)
     for n, (o, st) in enumerate(zip(origins, starts)):
@@ -234,8 +234,23 @@ def _smooth_changes(out: np.ndarray, changed: np.ndarray, sigma: float) -> tuple
     n, wi, wj, wk = np.nonzero(near)
     idx = ((wi + starts[n, 0]) * r + wj + starts[n, 1]) * r + wk + starts[n, 2]
     before = out.reshape(-1)[idx]
-    out.reshape(-1)[idx] = values[near]
+    out.reshape(-1)[idx] = smooth[near]
     return idx, before
+
+
+def _grow_box(flags: np.ndarray, radius: int) -> np.ndarray:
+    """(K, W, W, W) bool grown by ``radius`` along the last three axes (a cube per True sample), within each
+    window: one shifted OR per axis and step."""
+    for axis in (1, 2, 3):
+        grown = flags.copy()
+        for step in range(1, radius + 1):
+            lo = [slice(None)] * 4
+            hi = [slice(None)] * 4
+            lo[axis], hi[axis] = slice(0, -step), slice(step, None)
+            grown[tuple(hi)] |= flags[tuple(lo)]
+            grown[tuple(lo)] |= flags[tuple(hi)]
+        flags = grown
+    return flags
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -302,9 +317,14 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     c = min(s, r)  # coverage resolution: about one pixel per grid cell
     mask_c = mask_at(mask, c)
     inside = arr > threshold
-    n_inside = int(inside.sum())
+    n_inside = int(np.count_nonzero(inside))
     extents = _extents(inside)
-    covered, front, back = _silhouette(inside, grid, distance, focal, c, extents)
+    # the mask's signed distance (needed unless the carve is skipped) meanwhile, on a second thread: scipy's
+    # distance transform lets go of the GIL
+    with ThreadPoolExecutor(1) as pool:
+        mask_sd = pool.submit(signed_distance, mask)
+        covered, front, back = _silhouette(inside, grid, distance, focal, c, extents)
+        mask_sd = mask_sd.result()
     iou_before = _iou(covered, mask_c)
     if not mask.any() or iou_before < config.min_iou:
         why = "the input mask is empty" if not mask.any() else \
@@ -316,7 +336,7 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     scale = max(abs(float(threshold)), 1e-3)
     slope = scale / (config.ramp_cells * cell)  # density per world unit
     floor = threshold - scale  # carved samples stay finite, well below the threshold
-    sd = torch.from_numpy(signed_distance(mask))[None, None]  # (1, 1, S, S) pixels
+    sd = torch.from_numpy(mask_sd)[None, None]  # (1, 1, S, S) pixels
     ax, ay, az = _axes(r, grid.lo, grid.hi)
     own = inplace and isinstance(density, np.ndarray) and density.dtype == np.float32 and density.flags.c_contiguous
     out = density if own else arr.copy()
