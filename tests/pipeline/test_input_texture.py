@@ -265,6 +265,18 @@ def test_in_place_carving_gives_the_same_grid_and_leaves_a_skipped_input_alone()
     assert res.skipped and np.array_equal(grid, density)
 
 
+def test_a_carve_that_would_remove_the_whole_object_is_undone():
+    size, threshold = 128, 5.0
+    density = _sphere_field(threshold=threshold)
+    corner = np.zeros((size, size), bool)
+    corner[:12, :12] = True  # nowhere near the sphere; told not to check agreement, and not to fill
+    grid = density.copy()
+    res = carve_density(grid, threshold, (-0.6, 0.6), corner, distance=1.0, focal=FOCAL,
+                        config=CarveConfig(min_iou=0.0, fill=False), inplace=True)
+    assert res.skipped and "whole object" in res.warnings[0]
+    assert np.array_equal(grid, density) and res.density is not None and np.array_equal(res.density, density)
+
+
 def test_the_recorded_silhouette_iou_after_is_the_carved_grids_own():
     """iou_after recounts only the pixels whose rays a change crossed: it must equal a full recount."""
     from orbitmesh.quality.silhouette import mask_at, silhouette

@@ -442,9 +442,12 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     # the samples that may have changed side since the carve: the filled and the smoothed ones
     since = np.unique(np.concatenate([smoothed, *filled]))
     now = out.reshape(-1)[since] > threshold
-    added = int((now & ~inside.reshape(-1)[since]).sum())
+    was = inside.reshape(-1)[since]
+    added = int((now & ~was).sum())
     inside.reshape(-1)[since] = now
-    if not inside.any():
+    # samples inside now, counted from the changes (a pass over the whole grid costs more than the rest of this)
+    n_after = n_inside - int(removed.sum()) + added - int((was & ~now).sum())
+    if n_after <= 0:
         for where, values in reversed(undo):
             out.reshape(-1)[where] = values
         return CarveResult(arr, True, iou_before, iou_before, coverage_size=c,
