@@ -8,6 +8,7 @@ import importlib
 import inspect
 import json
 
+import numpy as np
 import pytest
 
 from orbitmesh.cli import bench as cli_bench
@@ -172,6 +173,26 @@ def test_fast_texture_scores_both_runs_of_an_object_with_exactly_the_issue_keys(
     assert 5 < result["input_psnr_before"] < 99 and 0 <= result["input_silhouette_iou_after"] <= 1
     assert result["seconds_before"] > 0 and "input-view PSNR" in format_table(result)
     assert json.loads(json.dumps(result)) == result
+
+
+@pytest.mark.slow
+def test_fast_texture_each_switch_alone_adds_the_switches_and_keeps_the_issue_keys(tmp_path):
+    from orbitmesh.bench.fast_texture import KEYS, SWITCHES, format_table, run
+
+    result = run(model="tiny-random", count=1, seed=1_000_003, texture_size=128, mc_resolution=40,
+                 output_dir=str(tmp_path / "bench"), each_switch=True)
+    assert set(result) == {*KEYS, "objects", "switches"} and set(result["switches"]) == set(SWITCHES)
+    for tag, scores in result["switches"].items():
+        assert (tmp_path / "bench" / f"1000003_{tag}.glb").is_file()
+        assert set(scores) == {"input_psnr", "near_psnr", "input_silhouette_iou", "near_silhouette_iou",
+                               "near_mse_both", "near_mse_mesh_only", "near_mse_truth_only", "seconds"}
+        # the split adds up to the error the near-view PSNR comes from (one view at a time, so within the spread)
+        total = scores["near_mse_both"] + scores["near_mse_mesh_only"] + scores["near_mse_truth_only"]
+        assert 0 < total <= 1 and abs(10 * np.log10(1 / total) - scores["near_psnr"]) < 3
+    for tag in ("before", "after"):
+        assert result["switches"][tag]["input_psnr"] == pytest.approx(result[f"input_psnr_{tag}"], abs=1e-4)
+        assert result["switches"][tag]["near_psnr"] == pytest.approx(result[f"near_psnr_{tag}"], abs=1e-4)
+    assert "each switch alone" in format_table(result) and "input_texture" in format_table(result)
 
 
 def test_batch_bench_times_each_executor_with_the_issue_keys(tmp_path):

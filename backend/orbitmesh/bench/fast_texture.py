@@ -11,7 +11,9 @@ source camera and from two views at azimuth +-30 degrees (elevation 0, distance 
 length); the ground truth is the object's own sphere-traced render (:func:`orbitmesh.data.render.render_view`)
 with the same cameras and supersampling (its shading is baked and view independent, like a texture).
 PSNR over the whole image; silhouette IoU of the pixels whose coverage is above 0.5. Times are the
-jobs' stage times summed (the model is loaded by an untimed warm-up job first).
+jobs' stage times summed (the model is loaded by an untimed warm-up job first). ``--each-switch`` also runs
+each switch alone and splits the near views' error by where it falls (:func:`near_error_split`), under the
+JSON key ``switches``.
 
 Mapping back. The pipeline recentres the object (crop to its box, scale to 80 % of the frame), so the
 model reconstructs a bigger, centred object. A GLB vertex is turned into the LRM frame, projected by
@@ -39,6 +41,8 @@ INPUT_SIZE = 512
 VIEW_SIZE = 256
 SUPERSAMPLE = 2
 NEAR_AZIMUTHS = (-30.0, 30.0)
+# each run: (input_texture, carve); "before" and "after" are the issue's, the two others each switch alone
+SWITCHES = {"before": (False, False), "input_texture": (True, False), "carve": (False, True), "after": (True, True)}
 KEYS = ("input_psnr_before", "input_psnr_after", "near_psnr_before", "near_psnr_after",
         "input_silhouette_iou_before", "input_silhouette_iou_after", "seconds_before", "seconds_after")
 
@@ -183,23 +187,40 @@ def eval_cameras(distance: float = 1.0, focal: float = 0.75) -> list:
     return out
 
 
-def score_glb(glb: Path, record: dict, truths: list, cameras: list) -> tuple[float, float, float]:
-    """(input-view PSNR, mean near-view PSNR, input-view silhouette IoU) of one GLB."""
+def near_error_split(rgb: np.ndarray, cover: np.ndarray, truth_rgb: np.ndarray, truth_alpha: np.ndarray
+                     ) -> tuple[float, float, float]:
+    """One view's mean squared error (the PSNR's) split by where it falls: inside both silhouettes (colour), on
+    the mesh only (the truth is background there) and on the truth only (the mesh is missing there)."""
+    err = ((np.clip(rgb, 0, 1) - np.clip(truth_rgb, 0, 1)) ** 2).sum(-1) / (3 * rgb.shape[0] * rgb.shape[1])
+    mesh, truth = cover > 0.5, truth_alpha > 0.5
+    return float(err[mesh & truth].sum()), float(err[mesh & ~truth].sum()), float(err[~mesh & truth].sum())
+
+
+def score_glb(glb: Path, record: dict, truths: list, cameras: list) -> dict[str, float]:
+    """One GLB's scores: ``input_psnr``, ``near_psnr`` (the mean over the near views), ``input_silhouette_iou``,
+    ``near_silhouette_iou`` and the near views' mean squared error split by :func:`near_error_split`
+    (``near_mse_both``, ``near_mse_mesh_only``, ``near_mse_truth_only``; their mean over the views)."""
     v, f, uv, tex = read_glb(glb)
     v = to_object_frame(v, record, source_size=INPUT_SIZE)
-    scores = []
+    views = []
     for (_, cam), truth in zip(cameras, truths):
         rgb, cover = render_textured(v, f, uv, tex, cam, VIEW_SIZE)
-        scores.append((psnr(rgb, truth.rgb.numpy()), silhouette_iou(cover, truth.alpha.numpy())))
-    return scores[0][0], float(np.mean([s[0] for s in scores[1:]])), scores[0][1]
+        t_rgb, t_alpha = truth.rgb.numpy(), truth.alpha.numpy()
+        views.append((psnr(rgb, t_rgb), silhouette_iou(cover, t_alpha), *near_error_split(rgb, cover, t_rgb, t_alpha)))
+    near = np.mean(np.array(views[1:]), axis=0)
+    return {"input_psnr": views[0][0], "near_psnr": float(near[0]), "input_silhouette_iou": views[0][1],
+            "near_silhouette_iou": float(near[1]), "near_mse_both": float(near[2]),
+            "near_mse_mesh_only": float(near[3]), "near_mse_truth_only": float(near[4])}
 
 
 def run(*, model: str | None = None, count: int = 20, seed: int = 1_000_000, texture_size: int = 1024,
         mc_resolution: int = 256, device: str = "cpu",
-        output_dir: str | Path = "orbitmesh-output/bench-fast-texture") -> dict:
+        output_dir: str | Path = "orbitmesh-output/bench-fast-texture", each_switch: bool = False) -> dict:
     """Score the fast pipeline before/after the input texture and the carving on ``count`` procedural objects
     from ``seed`` (see the module docstring); the input PNGs and both GLBs of every object stay in
-    ``output_dir``. Returns the means (:data:`KEYS`) and ``objects`` [{seed, glb_before, glb_after}]."""
+    ``output_dir``. Returns the means (:data:`KEYS`) and ``objects`` [{seed, glb_before, glb_after}].
+    ``each_switch``: also run each switch alone, and add ``switches``: for each of :data:`SWITCHES` the means
+    of every :func:`score_glb` score and the seconds."""
     from orbitmesh.data.procedural import make_shape
     from orbitmesh.data.render import SOURCE_INTRINSICS
     from orbitmesh.jobs import JobFolder
@@ -217,36 +238,44 @@ def run(*, model: str | None = None, count: int = 20, seed: int = 1_000_000, tex
     name = model or PREVIEW_NAME
     cameras = eval_cameras()
 
-    def job(png: Path, on: bool):
+    def job(png: Path, texture: bool, carve: bool):
         request = GenerateRequest(image_path=str(png), model=name, mc_resolution=mc_resolution,
-                                  texture_size=texture_size, input_texture=on, carve=on)
+                                  texture_size=texture_size, input_texture=texture, carve=carve)
         result = generate(request, settings=settings)
         return result, JobFolder.open(result.job_dir).record
 
-    rows, objects, warmed = [], [], False
+    runs = {tag: SWITCHES[tag] for tag in (SWITCHES if each_switch else ("before", "after"))}
+    rows, objects, scores, warmed = [], [], {tag: [] for tag in runs}, False
     for s in range(seed, seed + count):
         shape = make_shape(s)
         png = out / f"{s}_input.png"
         input_png(shape, png)
         if not warmed:  # load the model outside the timings
-            job(png, False)
+            job(png, False, False)
             warmed = True
         truths = [_render(shape, c2w, VIEW_SIZE, SOURCE_INTRINSICS) for c2w, _ in cameras]
         row, paths = {}, {}
-        for tag, on in (("before", False), ("after", True)):
+        for tag, (texture, carve) in runs.items():
             start = time.perf_counter()
-            result, record = job(png, on)
+            result, record = job(png, texture, carve)
             wall = time.perf_counter() - start
             glb = out / f"{s}_{tag}.glb"
             shutil.copyfile(result.glb_path, glb)
-            paths[f"glb_{tag}"] = str(glb)
-            ip, near, iou = score_glb(glb, record, truths, cameras)
-            row.update({f"input_psnr_{tag}": ip, f"near_psnr_{tag}": near, f"input_silhouette_iou_{tag}": iou,
-                        f"seconds_{tag}": float(sum(result.timings.values())) if result.timings else wall})
+            score = score_glb(glb, record, truths, cameras)
+            score["seconds"] = float(sum(result.timings.values())) if result.timings else wall
+            scores[tag].append(score)
+            if tag in ("before", "after"):
+                paths[f"glb_{tag}"] = str(glb)
+                row.update({f"{key}_{tag}": score[key] for key in
+                            ("input_psnr", "near_psnr", "input_silhouette_iou", "seconds")})
         rows.append(row)
         objects.append({"seed": s, **paths})
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in KEYS}
-    return {**summary, "objects": objects}
+    out_dict = {**summary, "objects": objects}
+    if each_switch:
+        out_dict["switches"] = {tag: {key: round(float(np.mean([sc[key] for sc in scores[tag]])), 6)
+                                      for key in scores[tag][0]} for tag in runs}
+    return out_dict
 
 
 def format_table(result: dict) -> str:
@@ -259,6 +288,16 @@ def format_table(result: dict) -> str:
              f"{result['input_silhouette_iou_after']:.4f}",
              f"{'seconds per asset':<30} {result['seconds_before']:.2f} -> {result['seconds_after']:.2f} "
              f"({result['seconds_after'] - result['seconds_before']:+.2f})"]
+    if "switches" in result:
+        lines.append("each switch alone (near-view mean squared error x 1e3 split: inside both silhouettes, on the "
+                     "mesh only, on the truth only):")
+        lines.append(f"{'run':<15} {'input PSNR':>10} {'near PSNR':>10} {'near IoU':>9} {'both':>7} {'mesh':>7} "
+                     f"{'truth':>7} {'seconds':>8}")
+        for tag, sc in result["switches"].items():
+            lines.append(f"{tag:<15} {sc['input_psnr']:>10.2f} {sc['near_psnr']:>10.2f} "
+                         f"{sc['near_silhouette_iou']:>9.3f} {sc['near_mse_both'] * 1e3:>7.2f} "
+                         f"{sc['near_mse_mesh_only'] * 1e3:>7.2f} {sc['near_mse_truth_only'] * 1e3:>7.2f} "
+                         f"{sc['seconds']:>8.2f}")
     if result["objects"]:
         lines.append(f"GLBs: {Path(result['objects'][0]['glb_before']).parent}")
     return "\n".join(lines)

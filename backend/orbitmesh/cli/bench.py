@@ -78,6 +78,8 @@ BENCHES: dict[str, Bench] = {
         arg("--device", default="cpu", help="cpu, cuda, mps or auto"),
         arg("--output-dir", default="orbitmesh-output/bench-fast-texture",
             help="where the input PNGs, the jobs and both GLBs of every object are kept"),
+        arg("--each-switch", action="store_true",
+            help="also run each switch alone and split the near views' error by silhouette (JSON key switches)"),
     )),
     "lrm": Bench("lrm", "Full-size VFusion3D LRM forward with random weights: encoder, transformer, grid query, "
                         "peak memory.", (
