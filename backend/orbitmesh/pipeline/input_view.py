@@ -119,6 +119,8 @@ class InputTextureAdjust:
         from orbitmesh.pipeline.reconstruct import lrm_points_from_output
         from orbitmesh.quality.input_texture import prepare_view
 
+        # xatlas's child is forked while this thread may be inside torch: the child runs only xatlas and numpy
+        # (never torch), so no lock this thread holds is needed there
         pool = ThreadPoolExecutor(1, thread_name_prefix="orbitmesh-input-view")
         self._prepared = pool.submit(prepare_view, lrm_points_from_output(vertices), faces, self.view,
                                      device=self.device)
