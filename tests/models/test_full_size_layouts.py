@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from orbitmesh.bench import full_size as F
+from orbitmesh.models.triposr.config import RELEASED_CONFIG_YAML
 from orbitmesh.models.video import convert as C
 from orbitmesh.models.video.tiny import SV3D_P_SGM_CONFIG, TINY_SGM_CONFIG
 
@@ -83,7 +84,7 @@ def test_triposr_released_layout_holds_the_reference_keys_and_loads(fixtures_dir
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded(image), model(image))
-    assert TripoSRConfig.from_yaml(F.TRIPOSR_CONFIG_YAML) == preset("triposr")
+    assert TripoSRConfig.from_yaml(RELEASED_CONFIG_YAML) == preset("triposr")
 
 
 def test_sv3d_sgm_unet_keys_are_the_reference_keys(fixtures_dir):

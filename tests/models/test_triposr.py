@@ -15,6 +15,7 @@ from orbitmesh.cli import main
 from orbitmesh.errors import ModelError
 from orbitmesh.models.triposr import TripoSR, TripoSRConfig, tiny, triposr
 from orbitmesh.models.triposr.config import (
+    RELEASED_CONFIG_YAML,
     BackboneConfig,
     DecoderConfig,
     ImageTokenizerConfig,
@@ -37,47 +38,6 @@ from orbitmesh.models.triposr.parity import compute_outputs, run_fixture
 FIXTURE = "triposr_reference_tiny.safetensors"
 OUTPUTS = {"out.scene_codes", "out.points_density", "out.points_color", "out.grid_density", "out.grid_color",
            "out.images"}
-# The released stabilityai/TripoSR config.yaml (commit c1cf771), comments included.
-RELEASED_YAML = """\
-cond_image_size: 512
-
-image_tokenizer_cls: tsr.models.tokenizers.image.DINOSingleImageTokenizer
-image_tokenizer:
-  pretrained_model_name_or_path: "facebook/dino-vitb16"
-
-tokenizer_cls: tsr.models.tokenizers.triplane.Triplane1DTokenizer
-tokenizer:
-  plane_size: 32
-  num_channels: 1024
-
-backbone_cls: tsr.models.transformer.transformer_1d.Transformer1D
-backbone:
-  in_channels: ${tokenizer.num_channels}
-  num_attention_heads: 16
-  attention_head_dim: 64
-  num_layers: 16
-  cross_attention_dim: 768
-
-post_processor_cls: tsr.models.network_utils.TriplaneUpsampleNetwork
-post_processor:
-  in_channels: 1024
-  out_channels: 40
-
-decoder_cls: tsr.models.network_utils.NeRFMLP
-decoder:
-  in_channels: 120 # 3 * 40
-  n_neurons: 64
-  n_hidden_layers: 9
-  activation: silu
-
-renderer_cls: tsr.models.nerf_renderer.TriplaneNeRFRenderer
-renderer:
-  radius: 0.87 # slightly larger than 0.5 * sqrt(3)
-  feature_reduction: concat
-  density_activation: exp
-  density_bias: -1.0
-  num_samples_per_ray: 128
-"""
 
 
 def _other() -> TripoSRConfig:
@@ -204,7 +164,7 @@ def test_cameras_and_grid_tables_match_reference(fixtures_dir):
 
 # -- configs --------------------------------------------------------------------------------------------------
 def test_released_config_yaml_is_the_preset():
-    config = TripoSRConfig.from_yaml(RELEASED_YAML)
+    config = TripoSRConfig.from_yaml(RELEASED_CONFIG_YAML)
     assert config == triposr()
     assert config.backbone.in_channels == 1024 and config.backbone.norm_num_groups == 32
     assert (config.input_size, config.transformer_layers, config.bbox_min, config.bbox_max, config.mesh_threshold) \
@@ -272,7 +232,7 @@ def test_interpolation_resolves_and_errors_name_the_key():
     (lambda d: d["renderer"].update(density_activation="nope"), r"renderer\.density_activation 'nope'"),
 ])
 def test_bad_configs_name_the_key(edit, message):
-    data = yaml.safe_load(RELEASED_YAML)
+    data = yaml.safe_load(RELEASED_CONFIG_YAML)
     edit(data)
     with pytest.raises(ModelError, match=message):
         TripoSRConfig.from_dict(resolve_interpolations(data))
@@ -381,7 +341,7 @@ def test_bad_sources_are_clear(tmp_path, no_network):
     with pytest.raises(ModelError, match="model not found"):
         TripoSR.from_pretrained(tmp_path / "no" / "such" / "folder")
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.yaml").write_text(RELEASED_YAML)
+    (tmp_path / "broken" / "config.yaml").write_text(RELEASED_CONFIG_YAML)
     (tmp_path / "broken" / "model.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="cannot read the torch checkpoint"):
         TripoSR.from_pretrained(tmp_path / "broken")

@@ -66,47 +66,6 @@ VFUSION3D_HUB_CONFIG = {"camera_embed_dim": 256, "rendering_samples_per_ray": 64
                         "triplane_high_res": 128, "triplane_dim": 256, "encoder_freeze": True,
                         "encoder_model_name": "facebook/dinov2-base", "encoder_feat_dim": 768,
                         "model_type": "lrm_generator"}
-# The released stabilityai/TripoSR config.yaml (commit c1cf771), comments included.
-TRIPOSR_CONFIG_YAML = """\
-cond_image_size: 512
-
-image_tokenizer_cls: tsr.models.tokenizers.image.DINOSingleImageTokenizer
-image_tokenizer:
-  pretrained_model_name_or_path: "facebook/dino-vitb16"
-
-tokenizer_cls: tsr.models.tokenizers.triplane.Triplane1DTokenizer
-tokenizer:
-  plane_size: 32
-  num_channels: 1024
-
-backbone_cls: tsr.models.transformer.transformer_1d.Transformer1D
-backbone:
-  in_channels: ${tokenizer.num_channels}
-  num_attention_heads: 16
-  attention_head_dim: 64
-  num_layers: 16
-  cross_attention_dim: 768
-
-post_processor_cls: tsr.models.network_utils.TriplaneUpsampleNetwork
-post_processor:
-  in_channels: 1024
-  out_channels: 40
-
-decoder_cls: tsr.models.network_utils.NeRFMLP
-decoder:
-  in_channels: 120 # 3 * 40
-  n_neurons: 64
-  n_hidden_layers: 9
-  activation: silu
-
-renderer_cls: tsr.models.nerf_renderer.TriplaneNeRFRenderer
-renderer:
-  radius: 0.87 # slightly larger than 0.5 * sqrt(3)
-  feature_reduction: concat
-  density_activation: exp
-  density_bias: -1.0
-  num_samples_per_ray: 128
-"""
 # OpenCLIP ViT-H/14 (laion2b_s32b_b79k): the image tower SV3D conditions on, and what FrozenOpenCLIPImageEmbedder
 # keeps of the text tower after deleting its transformer.
 CLIP_VIT_H = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 16,
@@ -387,6 +346,7 @@ def build_step(step: str, cache: str | os.PathLike, image: str | os.PathLike) ->
             model = random_lrm(vfusion3d())
         else:
             from orbitmesh.models.triposr import preset
+            from orbitmesh.models.triposr.config import RELEASED_CONFIG_YAML
 
             model = random_triposr(preset("triposr"))
         info["build_s"] = round(time.perf_counter() - t0, 2)
@@ -400,7 +360,7 @@ def build_step(step: str, cache: str | os.PathLike, image: str | os.PathLike) ->
             write_vfusion3d_hub(model, paths.hub)
             info["files"] = [str(paths.github), str(paths.hub)]
         else:
-            write_triposr_released(model, paths.triposr, TRIPOSR_CONFIG_YAML)
+            write_triposr_released(model, paths.triposr, RELEASED_CONFIG_YAML)
             info["files"] = [str(paths.triposr)]
         info["write_s"] = round(time.perf_counter() - t1, 2)
         del model

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
 import torch
 
@@ -553,19 +553,26 @@ def _meta(build):
 def _unet_plan(sd: Mapping[str, torch.Tensor], sgm: Mapping[str, Any]):
     """Check the SGM UNet weights against an ``SV3DUNet`` built on the meta device; returns ``write(folder)``,
     which writes its ``config.json`` and ``diffusion_pytorch_model.safetensors`` one tensor at a time."""
-    from orbitmesh.models.streaming import Entry, write_safetensors
-
     unet = _meta(lambda: build_unet(sgm))
     expected = unet.state_dict()
     names = unet_key_map(sd, sgm)
     check_shapes(expected, {new: _shape(sd, old) for new, old in names.items()}, "UNet")
-    entries = [Entry(k, v.dtype, tuple(v.shape), lambda k=k, v=v: fit_tensor(sd[names[k]], v).to(v.dtype))
-               for k, v in expected.items()]
+    return _folder_writer(expected, lambda k, v: fit_tensor(sd[names[k]], v), unet.save_config,
+                          "diffusion_pytorch_model.safetensors")
+
+
+def _folder_writer(expected: Mapping[str, torch.Tensor], make: Callable[[str, torch.Tensor], torch.Tensor],
+                   save_config: Callable[[Path], Any], weights_name: str) -> Callable[[Path], None]:
+    """``write(folder)``: the config (``save_config(folder)``) and ``weights_name``, written one tensor at a time:
+    each of ``expected`` (name -> meta tensor) made by ``make(name, meta)`` when its turn comes, in its dtype."""
+    from orbitmesh.models.streaming import Entry, write_safetensors
+
+    entries = [Entry(k, v.dtype, tuple(v.shape), lambda k=k, v=v: make(k, v).to(v.dtype)) for k, v in expected.items()]
 
     def write(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        unet.save_config(folder)
-        write_safetensors(folder / "diffusion_pytorch_model.safetensors", entries, {"format": "pt"})
+        save_config(folder)
+        write_safetensors(folder / weights_name, entries, {"format": "pt"})
 
     return write
 
@@ -574,8 +581,6 @@ def _clip_plan(ckpt: Mapping[str, torch.Tensor], num_heads: int | None = None):
     """Check the OpenCLIP image tower against a ``CLIPVisionModelWithProjection`` built on the meta device; returns
     ``write(folder)``, which writes its ``config.json`` and ``model.safetensors`` one tensor at a time."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from orbitmesh.models.streaming import Entry, write_safetensors
 
     prefix = clip_prefix(ckpt)
     if prefix is None:
@@ -590,13 +595,5 @@ def _clip_plan(ckpt: Mapping[str, torch.Tensor], num_heads: int | None = None):
     plan = clip_key_plan(visual)
     check_shapes(expected, {new: _clip_shape(_shape(visual, old), how) for new, (old, how) in plan.items()},
                  "CLIP image encoder")
-    entries = [Entry(k, v.dtype, tuple(v.shape),
-                     lambda k=k, v=v: clip_transform(visual[plan[k][0]], plan[k][1]).to(v.dtype))
-               for k, v in expected.items()]
-
-    def write(folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(folder)
-        write_safetensors(folder / "model.safetensors", entries, {"format": "pt"})
-
-    return write
+    return _folder_writer(expected, lambda k, v: clip_transform(visual[plan[k][0]], plan[k][1]),
+                          config.save_pretrained, "model.safetensors")
