@@ -43,10 +43,7 @@ class Entry:
 
     @property
     def nbytes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= int(s)
-        return n * torch.empty((), dtype=self.dtype).element_size()
+        return math.prod(int(s) for s in self.shape) * self.dtype.itemsize
 
 
 def header_bytes(entries: Sequence[Entry], metadata: Mapping[str, str] | None = None) -> bytes:
@@ -116,7 +113,7 @@ class LazyCheckpoint(Mapping):
                 dtype = _NAMES[t["dtype"]]
                 begin, end = (int(x) for x in t["data_offsets"])
                 shape = tuple(int(s) for s in t["shape"])
-                if end - begin != math.prod(shape) * _itemsize(dtype):
+                if end - begin != math.prod(shape) * dtype.itemsize:
                     raise ValueError(f"{name}: {end - begin} bytes for shape {shape} {t['dtype']}")
                 self._entries[name] = (dtype, shape, begin, end)
             self._file = open(self.path, "rb")
@@ -164,12 +161,9 @@ class LazyCheckpoint(Mapping):
 _NAMES = {name: dtype for dtype, name in DTYPES.items()}
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def load_tensors(path: str | os.PathLike, fix: str = "download the file again") -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file, each read into its own memory (see :class:`LazyCheckpoint`): the
-    process holds one copy of the weights, not that plus the file's mapped pages."""
+def read_safetensors(path: str | os.PathLike, fix: str = "download the file again"
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(every tensor, the metadata) of a safetensors file, each tensor read into its own memory (see
+    :class:`LazyCheckpoint`): the process holds one copy of the weights, not that plus the file's mapped pages."""
     with LazyCheckpoint(path, fix=fix) as ckpt:
-        return {k: ckpt[k] for k in ckpt}
+        return {k: ckpt[k] for k in ckpt}, ckpt.metadata

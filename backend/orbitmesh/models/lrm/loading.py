@@ -157,11 +157,10 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     tensors over, so the process holds one copy of the weights, not that plus the file's mapped pages).
     """
     if path.suffix == ".safetensors":
-        from orbitmesh.models.streaming import LazyCheckpoint
+        from orbitmesh.models.streaming import read_safetensors
 
         try:
-            with LazyCheckpoint(path) as f:
-                return {k: f[k] for k in f}, f.metadata
+            return read_safetensors(path)
         except (ModelError, OSError) as exc:
             reason = exc.message if isinstance(exc, ModelError) else exc
             raise ModelError(f"cannot read {path}: {reason}", fix="re-download the file; it may be truncated") from exc

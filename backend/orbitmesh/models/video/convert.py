@@ -427,10 +427,14 @@ def clip_from_checkpoint(ckpt: Mapping[str, torch.Tensor], num_heads: int | None
 # --------------------------------------------------------------------------- whole checkpoints
 
 
+CHECKPOINT_FIX = "download the file again (sv3d_u.safetensors / sv3d_p.safetensors)"
+
+
 def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     """Tensors and metadata of a safetensors file; a clear ModelError if it is not one."""
-    with open_checkpoint(path) as ckpt:
-        return {k: ckpt[k] for k in ckpt}, ckpt.metadata
+    from orbitmesh.models.streaming import read_safetensors
+
+    return read_safetensors(path, fix=CHECKPOINT_FIX)
 
 
 def open_checkpoint(path: str | Path):
@@ -438,7 +442,7 @@ def open_checkpoint(path: str | Path):
     if the file is missing, truncated or not safetensors."""
     from orbitmesh.models.streaming import LazyCheckpoint
 
-    return LazyCheckpoint(path, fix="download the file again (sv3d_u.safetensors / sv3d_p.safetensors)")
+    return LazyCheckpoint(path, fix=CHECKPOINT_FIX)
 
 
 class PrefixView(Mapping):
