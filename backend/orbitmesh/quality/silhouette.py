@@ -152,8 +152,7 @@ def _silhouette(inside: np.ndarray, grid: Grid, distance: float, focal: float, s
             continue
         i_has, k_has = np.flatnonzero(along_i[:, j]), np.flatnonzero(along_k[j])
         # column -> x index, row -> z index (image up = +z); only the pixels over the slice's extent
-        ii = np.rint((centres * depth / focal - grid.lo[0]) / grid.spacing[0]).astype(np.int64)
-        kk = np.rint((-centres * depth / focal - grid.lo[2]) / grid.spacing[2]).astype(np.int64)
+        ii, kk = _nearest_samples(centres, -centres, depth, focal, grid)
         cols = np.flatnonzero((ii >= i_has[0]) & (ii <= i_has[-1]))
         rows = np.flatnonzero((kk >= k_has[0]) & (kk <= k_has[-1]))
         if len(cols) == 0 or len(rows) == 0:
@@ -170,6 +169,22 @@ def _silhouette(inside: np.ndarray, grid: Grid, distance: float, focal: float, s
     return covered, front, back
 
 
+def _pixels(x: np.ndarray, z: np.ndarray, depth, focal: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, rows) int64 of the size x size pixels that points (x, z) at view ``depth`` project into."""
+    cols = np.clip(np.floor((0.5 + focal * x / depth) * size), 0, size - 1).astype(np.int64)
+    rows = np.clip(np.floor((0.5 - focal * z / depth) * size), 0, size - 1).astype(np.int64)
+    return cols, rows
+
+
+def _nearest_samples(u: np.ndarray, v: np.ndarray, depth: float, focal: float, grid: Grid
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(x, z) int64 indices (unclipped) of the grid samples nearest to where the rays through normalised image
+    coordinates (u right, v up; 0 at the centre) cross the slice at view ``depth``."""
+    ii = np.rint((u * depth / focal - grid.lo[0]) / grid.spacing[0]).astype(np.int64)
+    kk = np.rint((v * depth / focal - grid.lo[2]) / grid.spacing[2]).astype(np.int64)
+    return ii, kk
+
+
 def _covered_pixels(inside: np.ndarray, grid: Grid, distance: float, focal: float, size: int, rows: np.ndarray,
                     cols: np.ndarray, slices: np.ndarray) -> np.ndarray:
     """(P,) bool: :func:`_silhouette`'s coverage of the pixels (rows, cols) only (the same nearest-sample
@@ -184,8 +199,7 @@ def _covered_pixels(inside: np.ndarray, grid: Grid, distance: float, focal: floa
     cz = -((rows + 0.5) / size - 0.5)
     for j in np.flatnonzero(slices & (ay + distance > 1e-6)):
         depth = ay[j] + distance
-        ii = np.rint((cx * depth / focal - grid.lo[0]) / grid.spacing[0]).astype(np.int64)
-        kk = np.rint((cz * depth / focal - grid.lo[2]) / grid.spacing[2]).astype(np.int64)
+        ii, kk = _nearest_samples(cx, cz, depth, focal, grid)
         ok = (ii >= 0) & (ii < r) & (kk >= 0) & (kk < r) & ~hit
         hit[ok] = inside[ii[ok], j, kk[ok]]
     return hit
@@ -361,8 +375,7 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
         i0, i1, k0, k1 = i_has[0], i_has[-1] + 1, k_has[0], k_has[-1] + 1
         if ahead[jj]:
             safe_px = reach / to_ramp[jj] - dilate_px + block_px + 1.0  # deeper than this in the mask: untouched
-            cols = np.clip(np.floor((0.5 + focal * ax[i0:i1] / depth[jj]) * c), 0, c - 1).astype(np.int64)
-            rows = np.clip(np.floor((0.5 - focal * az[k0:k1] / depth[jj]) * c), 0, c - 1).astype(np.int64)
+            cols, rows = _pixels(ax[i0:i1], az[k0:k1], depth[jj], focal, c)
             near = (sd_c[np.ix_(rows, cols)] < safe_px).T & inside[i0:i1, jj, k0:k1]  # (i, k)
         else:
             near = inside[i0:i1, jj, k0:k1]
@@ -411,8 +424,7 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
         found = []  # (ii, jj, kk) of the samples whose pixels are in missed_near, slice by slice
         for jj in np.flatnonzero((ay >= y_lo - cell) & (ay <= y_hi + cell) & (ay + distance > 1e-6)):
             dj = ay[jj] + distance
-            cols = np.clip(np.floor((0.5 + focal * ax / dj) * c), 0, c - 1).astype(np.int64)
-            rows = np.clip(np.floor((0.5 - focal * az / dj) * c), 0, c - 1).astype(np.int64)
+            cols, rows = _pixels(ax, az, dj, focal, c)
             # only the x and z indices whose pixels can be in missed_near (cols rise with x, rows fall with z)
             i0, i1 = np.searchsorted(cols, used_c[0]), np.searchsorted(cols, used_c[-1], side="right")
             k0, k1 = np.searchsorted(-rows, -used_r[-1]), np.searchsorted(-rows, -used_r[0], side="right")
@@ -462,8 +474,7 @@ def carve_density(density: np.ndarray, threshold: float, bbox, mask: np.ndarray,
     si, sj, sk = si[in_view], sj[in_view], sk[in_view]
     crossed = np.zeros((c, c), bool)
     if len(sj):
-        cols = np.clip(np.floor((0.5 + focal * ax[si] / depth[sj]) * c), 0, c - 1).astype(np.int64)
-        rows = np.clip(np.floor((0.5 - focal * az[sk] / depth[sj]) * c), 0, c - 1).astype(np.int64)
+        cols, rows = _pixels(ax[si], az[sk], depth[sj], focal, c)
         crossed[rows, cols] = True
         pixel = float(depth[sj].min()) / (focal * c)  # the smallest pixel footprint among the changed samples
         grow = max(1, int(np.floor(0.5 + 0.5 * float(grid.spacing.max()) / pixel)))
