@@ -227,7 +227,6 @@ def paint(observation: InputObservation, model_colors: np.ndarray, config: Input
     config = config or InputTextureConfig()
     model_colors = np.asarray(model_colors, np.float32)
     colors = model_colors.copy()
-    gain, offset = np.ones(3, np.float32), np.zeros(3, np.float32)
     idx, photo = observation.seen, observation.photo
     a = observation.alpha[idx]
     model = model_colors[idx]
